@@ -1,0 +1,1 @@
+"""maskds: face-mask classification pipeline."""

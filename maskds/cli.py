@@ -1,0 +1,105 @@
+"""`maskds` command line: synth, build, eda, score. Each subcommand is a thin call into its module."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .errors import UserError
+
+
+def _synth(a: argparse.Namespace) -> int:
+    from .synth import synthesize
+
+    synthesize(a.out, persons=a.persons, eval_persons=a.eval_persons, seed=a.seed)
+    return 0
+
+
+def _build(a: argparse.Namespace) -> int:
+    from .cache import build_cache
+
+    build_cache(a.data, a.cache, size_hw=tuple(a.size), folds=a.folds, seed=a.seed,
+                corrections=a.corrections, num_proc=a.num_proc, force=a.force)
+    return 0
+
+
+def _eda(a: argparse.Namespace) -> int:
+    from .eda import run_eda
+
+    run_eda(a.data, a.out, age_thresholds=tuple(a.age_thresholds))
+    return 0
+
+
+def _score(a: argparse.Namespace) -> int:
+    from .score import run_score
+
+    run_score(a.submission, a.answers, as_json=a.json, plot=a.plot)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="maskds",
+        description="Face-mask classification pipeline (mask x gender x age band = 18 classes). "
+        "Train with `accelerate launch train.py`, predict with `python infer.py`.",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("synth", help="write synthetic data in the competition's raw layout",
+                       description="Synthetic data in the raw layout (train/ and eval/), with the "
+                       "eval truth in OUT/eval/answers.csv. Same seed, same bytes.")
+    s.add_argument("out", type=Path, metavar="OUT", help="folder to create (must not exist or be empty)")
+    s.add_argument("--persons", type=int, default=120, help="train persons, 7 images each (default 120)")
+    s.add_argument("--eval-persons", type=int, default=40, help="eval persons, 7 images each (default 40)")
+    s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    s.set_defaults(func=_synth)
+
+    b = sub.add_parser("build", help="validate the raw layout and write the arrow cache with folds",
+                       description="Raw layout DATA (with train/ and eval/) to a Hugging Face datasets "
+                       "cache at CACHE, folds assigned per person. Validates everything first.")
+    b.add_argument("data", type=Path, metavar="DATA", help="raw data root holding train/ (and eval/)")
+    b.add_argument("cache", type=Path, metavar="CACHE", help="cache folder to write")
+    b.add_argument("--size", type=int, nargs=2, default=[384, 288], metavar=("H", "W"),
+                   help="height and width images are resized to once, at build (default 384 288)")
+    b.add_argument("--folds", type=int, default=5, help="number of person-level folds (default 5)")
+    b.add_argument("--seed", type=int, default=42, help="fold assignment seed (default 42)")
+    b.add_argument("--corrections", default="default", metavar="FILE|none|default",
+                   help="label corrections: 'default' (documented errors shipped with maskds), "
+                   "a YAML file of your own, or 'none'")
+    b.add_argument("--num-proc", type=int, default=None, help="worker processes (default: CPU count)")
+    b.add_argument("--force", action="store_true",
+                   help="replace an existing cache built with other inputs or arguments")
+    b.set_defaults(func=_build)
+
+    e = sub.add_parser("eda", help="plots and a markdown summary of the raw data",
+                       description="PNG plots and summary.md of the raw layout DATA into OUT.")
+    e.add_argument("data", type=Path, metavar="DATA", help="raw data root holding train/")
+    e.add_argument("out", type=Path, metavar="OUT", help="folder for the PNGs and summary.md")
+    e.add_argument("--age-thresholds", type=int, nargs=2, default=[30, 60], metavar=("LOW", "HIGH"),
+                   help="age band thresholds drawn on the histogram (default 30 60)")
+    e.set_defaults(func=_eda)
+
+    c = sub.add_parser("score", help="score a submission against answers",
+                       description="18-class macro F1, per-head macro F1, accuracy and confusion matrix.")
+    c.add_argument("submission", type=Path, metavar="SUBMISSION", help="CSV with ImageID,ans")
+    c.add_argument("answers", type=Path, metavar="ANSWERS", help="CSV with ImageID,ans (the truth)")
+    c.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    c.add_argument("--plot", type=Path, default=None, metavar="FILE", help="write the confusion matrix PNG")
+    c.set_defaults(func=_score)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as err:
+        print(f"maskds {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"maskds {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

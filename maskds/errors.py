@@ -1,0 +1,15 @@
+"""The one exception type for bad user input: the CLI prints its message and exits non-zero."""
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """Bad input the user can fix. The message names the file, field or key and what to do.
+
+    `problems` holds every problem found when several are reported together.
+    """
+
+    def __init__(self, message: str, problems: list[str] | None = None):
+        self.problems = list(problems or [])
+        if self.problems:
+            message = message + "\n" + "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(message)

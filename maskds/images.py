@@ -1,0 +1,70 @@
+"""Image decoding shared by build, training and inference: upright RGB, the same way everywhere."""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+# Resampling used for the one resize to the cache size, at build and at inference alike.
+RESAMPLE = Image.Resampling.BILINEAR
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any PIL mode (L, LA, P, RGBA, CMYK, I;16, I, F) to 8-bit RGB."""
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        # 16-bit / 32-bit gray: scale the real range into 0..255 instead of clipping it.
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") else max(float(arr.max()), 1.0)
+        arr = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(arr, mode="L").convert("RGB")
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        # Composite transparency on white rather than letting it turn black.
+        rgba = img.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(canvas, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def open_rgb(source: str | Path | bytes) -> Image.Image:
+    """Open a path or encoded bytes as an upright (EXIF-transposed) 8-bit RGB PIL image."""
+    fp = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source
+    with Image.open(fp) as img:
+        img.load()
+        upright = ImageOps.exif_transpose(img)
+        return _to_rgb(upright)
+
+
+def load_rgb(source: str | Path | bytes) -> np.ndarray:
+    """Decode a path or encoded bytes to an upright HxWx3 uint8 RGB array."""
+    return np.asarray(open_rgb(source))
+
+
+def prepare(source: str | Path | bytes, size_hw: tuple[int, int] | None) -> Image.Image:
+    """Decode upright RGB and resize to (height, width): the one resize done at build and inference."""
+    img = open_rgb(source)
+    if size_hw is not None:
+        h, w = int(size_hw[0]), int(size_hw[1])
+        if img.size != (w, h):
+            img = img.resize((w, h), RESAMPLE)
+    return img
+
+
+def encode_jpeg(img: Image.Image, quality: int = 95) -> bytes:
+    """Encode an RGB PIL image as JPEG bytes (no EXIF: the pixels are already upright)."""
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def decode_cached(data: bytes) -> np.ndarray:
+    """Decode cache bytes (already upright RGB) to an HxWx3 uint8 array, fast path for loaders."""
+    import cv2  # installed with albumentations; decodes JPEG faster than PIL
+
+    arr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    if arr is None:  # not something OpenCV reads: fall back to the general path
+        return load_rgb(data)
+    return cv2.cvtColor(arr, cv2.COLOR_BGR2RGB)

@@ -1,0 +1,47 @@
+"""The label space: mask x gender x age band = 18 classes, and the raw names that map onto it."""
+from __future__ import annotations
+
+MASK_NAMES = ("wear", "incorrect", "not_wear")
+GENDER_NAMES = ("male", "female")
+AGE_NAMES = ("<30", "30-59", ">=60")
+HEADS = {"mask": MASK_NAMES, "gender": GENDER_NAMES, "age": AGE_NAMES}
+HEAD_SIZES = {"mask": 3, "gender": 2, "age": 3}
+NUM_CLASSES = 18
+
+# The seven image stems of every person folder and the mask state each one shows.
+IMAGE_STEMS = {
+    "mask1": 0, "mask2": 0, "mask3": 0, "mask4": 0, "mask5": 0,
+    "incorrect_mask": 1,
+    "normal": 2,
+}
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+GENDER_CODES = {"male": 0, "female": 1}
+
+# Competition thresholds: < 30, 30..59, >= 60. Training may move them (e.g. upper 58).
+DEFAULT_AGE_THRESHOLDS = (30, 60)
+
+
+def age_band(age: int, thresholds: tuple[int, int] | list[int] = DEFAULT_AGE_THRESHOLDS) -> int:
+    """Age band 0/1/2 of an age: band 1 starts at thresholds[0], band 2 at thresholds[1]."""
+    low, high = thresholds
+    if not low < high:
+        raise ValueError(f"age thresholds must increase, got {list(thresholds)}")
+    return 0 if age < low else (1 if age < high else 2)
+
+
+def encode(mask: int, gender: int, band: int) -> int:
+    """The 18-class id of (mask, gender, age band)."""
+    return mask * 6 + gender * 3 + band
+
+
+def decode(cls: int) -> tuple[int, int, int]:
+    """(mask, gender, age band) of an 18-class id."""
+    if not 0 <= cls < NUM_CLASSES:
+        raise ValueError(f"class id must be in 0..17, got {cls}")
+    return cls // 6, (cls // 3) % 2, cls % 3
+
+
+def class_name(cls: int) -> str:
+    """Human-readable name of an 18-class id, e.g. 'wear/female/30-59'."""
+    m, g, a = decode(cls)
+    return f"{MASK_NAMES[m]}/{GENDER_NAMES[g]}/{AGE_NAMES[a]}"

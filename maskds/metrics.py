@@ -1,0 +1,43 @@
+"""Scores shown everywhere: 18-class macro F1 (the competition metric), per-head macro F1, accuracy."""
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import confusion_matrix, f1_score
+
+from .labels import NUM_CLASSES
+
+
+def split_classes(cls: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mask, gender, age band) arrays of an array of 18-class ids."""
+    cls = np.asarray(cls, dtype=np.int64)
+    return cls // 6, (cls // 3) % 2, cls % 3
+
+
+def scores(y_true, y_pred) -> dict[str, float]:
+    """macro_f1 (18 classes), mask_f1, gender_f1, age_f1 (macro per head), accuracy, n.
+
+    Macro F1 averages over every label of the head (all 18 classes), so a class that is never
+    predicted and never present counts as 0 only when it is present in y_true or y_pred.
+    """
+    t = np.asarray(y_true, dtype=np.int64)
+    p = np.asarray(y_pred, dtype=np.int64)
+    if t.shape != p.shape or t.ndim != 1:
+        raise ValueError(f"y_true and y_pred must be 1-D and equal length, got {t.shape} and {p.shape}")
+    if len(t) == 0:
+        raise ValueError("cannot score an empty set of predictions")
+    tm, tg, ta = split_classes(t)
+    pm, pg, pa = split_classes(p)
+    f1 = lambda a, b: float(f1_score(a, b, average="macro", zero_division=0))  # noqa: E731
+    return {
+        "macro_f1": f1(t, p),
+        "mask_f1": f1(tm, pm),
+        "gender_f1": f1(tg, pg),
+        "age_f1": f1(ta, pa),
+        "accuracy": float((t == p).mean()),
+        "n": int(len(t)),
+    }
+
+
+def confusion(y_true, y_pred) -> np.ndarray:
+    """18x18 confusion matrix, rows = truth, columns = prediction."""
+    return confusion_matrix(y_true, y_pred, labels=list(range(NUM_CLASSES)))
