@@ -1,0 +1,203 @@
+"""The one training config: a frozen dataclass loaded from YAML and checked `key=value` overrides."""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+from .errors import UserError
+from .heads import HEAD_TYPES
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every training choice. Saved with each run and inside each checkpoint as plain values."""
+
+    # data and run folder
+    cache: str = "cache"                      # arrow cache written by `maskds build`
+    output_dir: str = "runs"
+    name: str = "run"                         # run folder = output_dir/name
+    folds: Union[str, list[int]] = "all"      # "all" or a list of fold ids, e.g. [0, 2]
+    resume: str = "none"                      # none | auto | path of a fold's state/ folder
+    # model
+    model: str = "tf_efficientnet_lite0"      # any timm.create_model name
+    pretrained: str = "hub"                   # hub | none | a local file | preset:<name>
+    pretrained_mapping: str = "auto"          # auto | name | order (how a local file's keys map)
+    head: str = "multihead"                   # multihead (3+2+3) | single (18-way)
+    drop_rate: float = 0.2
+    image_size: Union[list[int], None] = None  # [height, width]; None = the model's pretrained size
+    mean: Union[list[float], None] = None      # None = the model's pretrained normalization
+    std: Union[list[float], None] = None
+    # labels
+    age_thresholds: list[int] = field(default_factory=lambda: [30, 60])
+    drop_ages: list[int] = field(default_factory=list)  # ages left out of training (e.g. 57..59)
+    # optimisation
+    epochs: int = 10
+    batch_size: int = 32                      # per process
+    grad_accum_steps: int = 1
+    lr: float = 1e-3
+    min_lr: float = 1e-6
+    weight_decay: float = 0.05
+    optimizer: str = "adamw"                  # any timm.optim.create_optimizer_v2 name
+    warmup_epochs: float = 1.0
+    grad_clip: float = 1.0                    # 0 disables clipping
+    ema_decay: float = 0.999
+    # loss
+    loss: str = "ce"                          # ce | focal
+    label_smoothing: float = 0.1
+    focal_gamma: float = 2.0
+    head_weights: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])  # mask, gender, age
+    # augmentation
+    augment: str = "medium"                   # none | light | medium | strong
+    # loop
+    num_workers: int = 2
+    seed: int = 42
+    log_with: str = "tensorboard"             # an accelerate tracker name, or "none"
+    limit_train_batches: int = 0              # >0: stop each epoch after this many batches (smoke tests)
+    channels_last: bool = False
+
+    def __post_init__(self) -> None:
+        _check_values(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values (lists, not tuples) for YAML, JSON and checkpoint metadata."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> "TrainConfig":
+        """Build from plain values, checking every key and type; unknown keys are an error."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise UserError(f"{source}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(names))}")
+        hints = typing.get_type_hints(cls)
+        checked = {k: _coerce(v, hints[k], f"{source}: {k}") for k, v in data.items()}
+        return cls(**checked)
+
+    def fold_ids(self, available: list[int]) -> list[int]:
+        """The folds to run, checked against those the cache has."""
+        if self.folds == "all":
+            return sorted(available)
+        missing = [k for k in self.folds if k not in available]
+        if missing:
+            raise UserError(f"folds: fold(s) {missing} are not in the cache (it has {sorted(available)})")
+        return list(self.folds)
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check `value` against the annotation `tp`; ints are accepted where floats are expected."""
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        for option in typing.get_args(tp):
+            try:
+                return _coerce(value, option, where)
+            except UserError:
+                continue
+        raise UserError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+    if tp is type(None):
+        if value is None:
+            return None
+        raise UserError(f"{where}: expected null, got {value!r}")
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise UserError(f"{where}: expected a list of {_type_name(item)}, got {value!r}")
+        return [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp is float and isinstance(value, str):
+        try:  # YAML 1.1 reads 3e-4 (no dot) as a string; it is meant as a number
+            return float(value)
+        except ValueError:
+            pass
+    if tp in (int, str, bool) and type(value) is tp:
+        return value
+    raise UserError(f"{where}: expected {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+
+
+def _check_values(c: TrainConfig) -> None:
+    """Value checks beyond types, each naming the key."""
+    problems = []
+    if c.head not in HEAD_TYPES:
+        problems.append(f"head: must be one of {list(HEAD_TYPES)}, got {c.head!r}")
+    if isinstance(c.folds, str) and c.folds != "all":
+        problems.append(f"folds: must be 'all' or a list of fold ids like [0, 2], got {c.folds!r}")
+    if c.image_size is not None and (len(c.image_size) != 2 or min(c.image_size) < 8):
+        problems.append(f"image_size: must be [height, width] of at least 8 px, got {c.image_size}")
+    for key in ("mean", "std"):
+        v = getattr(c, key)
+        if v is not None and len(v) != 3:
+            problems.append(f"{key}: must have 3 values (R, G, B), got {v}")
+    if len(c.age_thresholds) != 2 or not c.age_thresholds[0] < c.age_thresholds[1]:
+        problems.append(f"age_thresholds: must be [low, high] with low < high, got {c.age_thresholds}")
+    if len(c.head_weights) != 3:
+        problems.append(f"head_weights: must be [mask, gender, age], got {c.head_weights}")
+    for key in ("epochs", "batch_size", "grad_accum_steps"):
+        if getattr(c, key) < 1:
+            problems.append(f"{key}: must be >= 1, got {getattr(c, key)}")
+    if c.lr <= 0:
+        problems.append(f"lr: must be > 0, got {c.lr}")
+    if not 0.0 <= c.ema_decay < 1.0:
+        problems.append(f"ema_decay: must be in [0, 1), got {c.ema_decay}")
+    if c.loss not in ("ce", "focal"):
+        problems.append(f"loss: must be 'ce' or 'focal', got {c.loss!r}")
+    if c.augment not in ("none", "light", "medium", "strong"):
+        problems.append(f"augment: must be none, light, medium or strong, got {c.augment!r}")
+    if not 0.0 <= c.label_smoothing < 1.0:
+        problems.append(f"label_smoothing: must be in [0, 1), got {c.label_smoothing}")
+    if c.pretrained_mapping not in ("auto", "name", "order"):
+        problems.append(f"pretrained_mapping: must be auto, name or order, got {c.pretrained_mapping!r}")
+    if problems:
+        raise UserError("invalid config", problems)
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """`key=value` strings to a dict; values are parsed as YAML (so `folds=[0,2]`, `lr=3e-4`)."""
+    out = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"override {item!r}: expected key=value (e.g. epochs=5)")
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError as err:
+            raise UserError(f"override {item!r}: value is not valid YAML ({err})") from None
+        out[key.strip()] = value
+    return out
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
+    """Load a YAML config (or the defaults when path is None) and apply `key=value` overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise UserError(f"config file {p} does not exist; pass --config configs/demo.yaml or another YAML file")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise UserError(f"config file {p} is not valid YAML: {err}") from None
+        if not isinstance(data, dict):
+            raise UserError(f"config file {p} must hold a mapping of key: value, got {type(data).__name__}")
+    base = TrainConfig.from_dict(data, source=str(path) if path else "defaults")
+    over = parse_overrides(overrides or [])
+    if not over:
+        return base
+    return TrainConfig.from_dict({**base.to_dict(), **over}, source="override")
+
+
+def save_config(config: TrainConfig, path: str | Path) -> None:
+    """Write the config as plain YAML (temporary file, then rename)."""
+    p = Path(path)
+    tmp = p.with_name(p.name + ".tmp")
+    tmp.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    tmp.replace(p)
