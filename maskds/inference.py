@@ -1,0 +1,170 @@
+"""`infer.py`: every fold's best weights x TTA views, soft-voted into submission.csv and a probabilities file."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+from PIL import Image
+
+from .errors import UserError
+from .voting import Probs, answers, combine_runs, read_probs, to_frame, write_atomic
+
+TTA_VIEWS = {"none": 1, "hflip": 2}
+SHOW = 10  # problems listed by name before "and N more"
+
+
+def find_checkpoints(run: Path, folds: list[int] | None) -> list[tuple[int, Path]]:
+    """(fold, best.safetensors) pairs of a run folder: every `fold<k>/` or only the folds named."""
+    if not run.is_dir():
+        raise UserError(f"run folder {run} does not exist; pass --run runs/<name> as written by train.py")
+    found = {}
+    for p in run.glob("fold*/best.safetensors"):
+        suffix = p.parent.name[len("fold"):]
+        if suffix.isdigit():
+            found[int(suffix)] = p
+    if not found:
+        raise UserError(f"run folder {run} holds no fold<k>/best.safetensors; train it first "
+                        "(accelerate launch train.py ...) or pass the run's own folder")
+    if folds is None:
+        return sorted(found.items())
+    missing = [k for k in folds if k not in found]
+    if missing:
+        raise UserError(f"run folder {run} has no weights for fold(s) {missing}; it has folds {sorted(found)}")
+    return [(k, found[k]) for k in folds]
+
+
+def read_info(data: Path) -> tuple[list[str], list[Path]]:
+    """ImageIDs and image paths of an eval folder (`info.csv` + `images/`), all checked up front.
+
+    Cheap enough for 12,600 images: existence plus a header parse (PIL `Image.open` reads no pixels).
+    """
+    info = data / "info.csv"
+    if not info.is_file():
+        raise UserError(f"{info} does not exist; --data must be the eval folder holding info.csv and images/")
+    try:
+        df = pd.read_csv(info, dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        raise UserError(f"{info} is empty; it needs a header ImageID,ans and one row per image") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise UserError(f"{info} is not a readable CSV: {err}") from None
+    missing = [c for c in ("ImageID", "ans") if c not in df.columns]
+    if missing:
+        raise UserError(f"{info} has no {' / '.join(missing)} column (it has: {', '.join(df.columns)}); "
+                        "expected the competition's header ImageID,ans")
+    if len(df) == 0:
+        raise UserError(f"{info} lists no images; it needs one row per image under {data / 'images'}")
+    ids = df["ImageID"].tolist()
+    dup = sorted(set(df["ImageID"][df["ImageID"].duplicated()]))
+    if dup:
+        raise UserError(f"{info} lists ImageID(s) more than once: {', '.join(dup[:SHOW])}")
+    paths = [data / "images" / i for i in ids]
+    problems = []
+    for i, p in zip(ids, paths):
+        if not p.is_file():
+            problems.append(f"{i}: missing ({p})")
+            continue
+        try:
+            with Image.open(p):
+                pass
+        except Exception as err:  # PIL raises several types for a broken or non-image file
+            problems.append(f"{i}: unreadable image ({type(err).__name__}: {err})")
+    if problems:
+        more = [f"... and {len(problems) - SHOW} more"] if len(problems) > SHOW else []
+        raise UserError(f"{len(problems)} of the {len(ids)} images in {info} cannot be used",
+                        problems[:SHOW] + more)
+    return ids, paths
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="infer.py",
+        description="Predict an eval folder with every fold of one or more runs (soft voting), write "
+        "the submission and a probabilities file. Model, head, image size and normalization come from "
+        "each checkpoint. Also runs as `accelerate launch infer.py ...` (each process takes a shard).",
+    )
+    p.add_argument("--run", type=Path, action="append", required=True, metavar="RUN",
+                   help="run folder with fold<k>/best.safetensors, or a probabilities CSV written by "
+                   "infer.py; repeat to ensemble runs")
+    p.add_argument("--weights", type=float, nargs="+", default=None, metavar="W",
+                   help="one weight per --run for the ensemble (default: equal)")
+    p.add_argument("--data", type=Path, required=True, metavar="DATA/eval",
+                   help="eval folder holding info.csv and images/")
+    p.add_argument("--out", type=Path, required=True, metavar="CSV", help="submission file to write")
+    p.add_argument("--probs", type=Path, default=None, metavar="CSV",
+                   help="probabilities file to write (default: OUT with suffix .probs.csv)")
+    p.add_argument("--tta", choices=sorted(TTA_VIEWS), default="none",
+                   help="test-time augmentation: none, or hflip (original + mirrored, averaged)")
+    p.add_argument("--folds", type=int, nargs="+", default=None, metavar="K",
+                   help="only these folds of each run (default: every fold<k> found)")
+    p.add_argument("--batch-size", type=int, default=64, help="images per batch and process (default 64)")
+    p.add_argument("--num-workers", type=int, default=2, help="DataLoader workers per process (default 2)")
+    a = p.parse_args(argv)
+    if a.batch_size < 1 or a.num_workers < 0:
+        p.error("--batch-size must be >= 1 and --num-workers >= 0")
+    return a
+
+
+def check_args(a: argparse.Namespace) -> Path:
+    """Checks that need no files read; returns the probabilities file's path."""
+    if a.weights is not None:
+        if len(a.weights) != len(a.run):
+            raise UserError(f"--weights: {len(a.weights)} weight(s) for {len(a.run)} --run(s); give one per run")
+        if min(a.weights) < 0 or sum(a.weights) <= 0:
+            raise UserError(f"--weights must be >= 0 with a positive sum, got {a.weights}")
+    probs = a.probs or a.out.with_name(a.out.stem + ".probs.csv")
+    if a.out.is_dir() or probs.resolve() == a.out.resolve():
+        raise UserError(f"--out {a.out} must be a file path distinct from the probabilities file {probs}")
+    return probs
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of infer.py; returns the exit status (2 for bad input, nothing written)."""
+    try:
+        args = parse_args(argv)
+        probs_path = check_args(args)
+        return run_inference(args, probs_path)
+    except UserError as err:
+        print(f"infer.py: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("infer.py: interrupted", file=sys.stderr)
+        return 130
+
+
+def run_inference(args: argparse.Namespace, probs_path: Path) -> int:
+    """Check every input, predict (sharded across processes), soft-vote, write both files on the main process."""
+    from accelerate import Accelerator
+
+    from .predict import check_heads, load_member, predict_runs
+
+    accelerator = Accelerator()
+    ids, paths = read_info(args.data)
+    # A --run that is a file is a probabilities CSV from an earlier infer.py: ensembled as it is.
+    sources = [r if r.is_file() else find_checkpoints(r, args.folds) for r in args.run]
+    files = {i: read_probs(src, ids) for i, src in enumerate(sources) if isinstance(src, Path)}
+    members = [load_member(i, k, p, accelerator.device)
+               for i, src in enumerate(sources) if not isinstance(src, Path) for k, p in src]
+    check_heads(members)
+
+    views = TTA_VIEWS[args.tta]
+    start = time.perf_counter()
+    predicted = predict_runs(members, paths, accelerator, args.batch_size, args.num_workers, views) if members else {}
+    seconds = time.perf_counter() - start
+    if accelerator.is_main_process:
+        runs = [files[i] if i in files else predicted[i] for i in range(len(sources))]
+        write_outputs(ids, combine_runs(runs, args.weights), args.out, probs_path)
+        if members:
+            print(f"{len(ids)} images x {len(members)} model(s) x {views} TTA view(s) in {seconds:.1f}s: "
+                  f"{len(ids) / max(seconds, 1e-9):.1f} images/s on {accelerator.num_processes} process(es)")
+        print(f"wrote {args.out} and {probs_path}")
+    accelerator.wait_for_everyone()
+    return 0
+
+
+def write_outputs(ids: list[str], probs: Probs, out: Path, probs_path: Path) -> None:
+    """Probabilities file, then the submission (info.csv's rows and order, `ans` filled), both atomic."""
+    write_atomic(to_frame(ids, probs), probs_path, float_format="%.8g")
+    write_atomic(pd.DataFrame({"ImageID": ids, "ans": answers(probs)}), out)
