@@ -47,6 +47,7 @@ class TrainConfig:
     warmup_epochs: float = 1.0
     grad_clip: float = 1.0                    # 0 disables clipping
     ema_decay: float = 0.999
+    ema_warmup: bool = True                   # ramp the EMA decay up from 0 (timm use_warmup): short runs
     # loss
     loss: str = "ce"                          # ce | focal
     label_smoothing: float = 0.1
@@ -60,6 +61,8 @@ class TrainConfig:
     log_with: str = "tensorboard"             # an accelerate tracker name, or "none"
     limit_train_batches: int = 0              # >0: stop each epoch after this many batches (smoke tests)
     channels_last: bool = False
+    stop_after_epochs: int = 0                # >0: leave after this many epochs of this invocation, state
+                                              # saved, as if killed (time-boxed jobs; resume=auto goes on)
 
     def __post_init__(self) -> None:
         _check_values(self)
@@ -144,6 +147,11 @@ def _check_values(c: TrainConfig) -> None:
     for key in ("epochs", "batch_size", "grad_accum_steps"):
         if getattr(c, key) < 1:
             problems.append(f"{key}: must be >= 1, got {getattr(c, key)}")
+    for key in ("limit_train_batches", "stop_after_epochs", "num_workers"):
+        if getattr(c, key) < 0:
+            problems.append(f"{key}: must be >= 0, got {getattr(c, key)}")
+    if c.warmup_epochs < 0 or c.grad_clip < 0 or c.min_lr < 0 or c.weight_decay < 0:
+        problems.append("warmup_epochs, grad_clip, min_lr and weight_decay must be >= 0")
     if c.lr <= 0:
         problems.append(f"lr: must be > 0, got {c.lr}")
     if not 0.0 <= c.ema_decay < 1.0:

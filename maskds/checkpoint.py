@@ -1,0 +1,108 @@
+"""Best-epoch weights as safetensors with the run's config inside, and atomic accelerate state saves."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open, save_file
+
+from .config import TrainConfig
+from .errors import UserError
+
+FORMAT = "1"
+STATE_DIR = "state"
+RESOLVED_KEYS = ("model", "head", "image_size", "mean", "std", "cache_size", "age_thresholds")
+
+
+@dataclass(frozen=True)
+class BestCheckpoint:
+    """What `read_best` returns: weights plus everything needed to rebuild model and transform."""
+    state_dict: dict[str, torch.Tensor]
+    config: TrainConfig
+    resolved: dict[str, Any]
+    info: dict[str, Any]
+
+
+def save_best(path: str | Path, state_dict: dict[str, torch.Tensor], config: TrainConfig,
+              resolved: dict[str, Any], info: dict[str, Any]) -> None:
+    """Write weights + metadata (config, resolved data config, fold/epoch/metrics) atomically."""
+    missing = [k for k in RESOLVED_KEYS if k not in resolved]
+    if missing:
+        raise ValueError(f"resolved is missing {missing}")
+    path = Path(path)
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
+    metadata = {
+        "maskds_format": FORMAT,
+        "config": json.dumps(config.to_dict()),
+        "resolved": json.dumps({k: resolved[k] for k in RESOLVED_KEYS}),
+        "info": json.dumps(info),
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=metadata)
+    os.replace(tmp, path)
+
+
+def read_best(path: str | Path) -> BestCheckpoint:
+    """Read a `save_best` file; UserError naming the file when missing or not a maskds checkpoint."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist; train with `accelerate launch train.py` first")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        state_dict = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise UserError(f"checkpoint {path} is not a safetensors file ({err})") from None
+    if meta.get("maskds_format") != FORMAT:
+        raise UserError(f"checkpoint {path} is not a maskds checkpoint (format {meta.get('maskds_format')!r}, "
+                        f"expected {FORMAT!r})")
+    try:
+        config = TrainConfig.from_dict(json.loads(meta["config"]), source=f"{path} metadata")
+        resolved, info = json.loads(meta["resolved"]), json.loads(meta["info"])
+    except (KeyError, json.JSONDecodeError) as err:
+        raise UserError(f"checkpoint {path} has broken maskds metadata ({err})") from None
+    return BestCheckpoint(state_dict=state_dict, config=config, resolved=resolved, info=info)
+
+
+def save_state_atomic(accelerator, fold_dir: str | Path) -> Path:
+    """`accelerator.save_state` into `state.tmp`, then swap it in for `state/`.
+
+    A run killed mid-save leaves the previous `state/` intact. Every process writes its RNG file
+    into the same folder, so the output folder must be shared by all nodes.
+    """
+    final = Path(fold_dir) / STATE_DIR
+    tmp = Path(fold_dir) / (STATE_DIR + ".tmp")
+    if accelerator.is_main_process and tmp.exists():
+        shutil.rmtree(tmp)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        old = Path(fold_dir) / (STATE_DIR + ".old")
+        if final.exists():
+            final.rename(old)
+        tmp.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def resume_dir(resume: str, fold_dir: str | Path) -> Path | None:
+    """The state folder to resume from: None for 'none', the fold's state/ for 'auto', or a path."""
+    if resume == "none":
+        return None
+    if resume == "auto":
+        state = Path(fold_dir) / STATE_DIR
+        if not state.is_dir() and (Path(fold_dir) / (STATE_DIR + ".old")).is_dir():
+            state = Path(fold_dir) / (STATE_DIR + ".old")  # killed between the two renames
+        return state if state.is_dir() else None
+    state = Path(resume)
+    if not state.is_dir():
+        raise UserError(f"resume: {resume} is not a state folder (expected e.g. runs/NAME/fold0/state)")
+    return state

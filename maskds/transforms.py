@@ -1,0 +1,62 @@
+"""Albumentations presets: train augmentation by strength, and the one eval transform inference rebuilds."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import albumentations as A
+from albumentations.pytorch import ToTensorV2
+
+AUGMENT_PRESETS = ("none", "light", "medium", "strong")
+
+
+def _tail(mean: Sequence[float], std: Sequence[float]) -> list:
+    """Normalize (0..255 input) and HWC uint8 -> CHW float tensor: shared by train and eval."""
+    return [A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0), ToTensorV2()]
+
+
+def eval_transform(image_size: Sequence[int], mean: Sequence[float], std: Sequence[float]) -> A.Compose:
+    """Resize an HxWx3 uint8 RGB image to image_size=(H, W), normalize, return a CHW float tensor."""
+    h, w = int(image_size[0]), int(image_size[1])
+    return A.Compose([A.Resize(height=h, width=w), *_tail(mean, std)])
+
+
+def _augmentations(augment: str) -> list:
+    """Augmentations for chest-up face photos, applied after the resize.
+
+    Faces are upright and centred, so: horizontal flips (gender, age and mask are mirror-invariant),
+    small shifts/scales/rotations (framing varies a little between phones), colour jitter (lighting
+    and mask colours vary), and in `strong` coarse dropout (occluders). Never vertical flips or
+    large rotations: an upside-down face is not a photo the model will see.
+    """
+    if augment == "none":
+        return []
+    if augment == "light":
+        return [A.HorizontalFlip(p=0.5), A.ColorJitter(0.1, 0.1, 0.1, 0.0, p=0.5)]
+    geometric = [
+        A.HorizontalFlip(p=0.5),
+        A.Affine(scale=(0.9, 1.1), translate_percent=(-0.05, 0.05), rotate=(-10, 10), border_mode=0, p=0.7),
+    ]
+    if augment == "medium":
+        return [*geometric, A.ColorJitter(0.2, 0.2, 0.2, 0.02, p=0.7)]
+    if augment == "strong":
+        return [
+            *geometric,
+            A.ColorJitter(0.3, 0.3, 0.3, 0.05, p=0.8),
+            A.ToGray(p=0.05),
+            A.GaussianBlur(blur_limit=(3, 5), p=0.1),
+            A.CoarseDropout(num_holes_range=(1, 4), hole_height_range=(0.05, 0.15),
+                            hole_width_range=(0.05, 0.15), fill=0, p=0.3),
+        ]
+    raise ValueError(f"augment must be one of {AUGMENT_PRESETS}, got {augment!r}")
+
+
+def train_transform(
+    image_size: Sequence[int], mean: Sequence[float], std: Sequence[float], augment: str
+) -> A.Compose:
+    """Resize to image_size=(H, W), augment by preset (none/light/medium/strong), normalize, to tensor.
+
+    The Compose keeps its own RNG: DataLoader workers reseed it per worker and per epoch
+    (`maskds.data.seed_worker`).
+    """
+    h, w = int(image_size[0]), int(image_size[1])
+    return A.Compose([A.Resize(height=h, width=w), *_augmentations(augment), *_tail(mean, std)])
