@@ -1,0 +1,244 @@
+"""`maskds build`: validated raw layout -> Hugging Face DatasetDict cache with per-person folds, built atomically."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import tempfile
+import time
+from multiprocessing import get_context
+from pathlib import Path
+
+import datasets
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from . import images
+from .corrections import apply_corrections, load_corrections
+from .errors import UserError
+from .folds import assign_folds, person_table
+from .layout import Layout, raise_problems, scan
+from .counts import counts, print_summary
+
+FORMAT_VERSION = 1
+META_NAME = "maskds_cache.json"
+JPEG_QUALITY = 95
+TRAIN_FEATURES = datasets.Features({
+    "image": datasets.Image(), "person_id": datasets.Value("string"), "mask": datasets.Value("int64"),
+    "gender": datasets.Value("int64"), "race": datasets.Value("string"), "age": datasets.Value("int64"),
+    "fold": datasets.Value("int64"), "image_name": datasets.Value("string"), "path": datasets.Value("string"),
+})
+EVAL_FEATURES = datasets.Features({
+    "image": datasets.Image(), "image_id": datasets.Value("string"), "path": datasets.Value("string"),
+})
+console = Console(stderr=True)
+
+
+def _encode_one(task: tuple[str, tuple[int, int] | None]) -> tuple[bool, bytes | str]:
+    """(True, JPEG bytes at the cache size) or (False, why the image cannot be decoded). Runs in workers."""
+    path, size_hw = task
+    try:
+        if size_hw is None:  # decode-only check
+            images.open_rgb(path)
+            return True, b""
+        return True, images.encode_jpeg(images.prepare(path, size_hw), JPEG_QUALITY)
+    except Exception as err:  # any decoder failure is a bad input file, reported with its path
+        return False, f"{type(err).__name__}: {err}"
+
+
+def _ignore_sigint() -> None:
+    # Ctrl-C is handled once, by the main process, which then terminates the pool.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _imap(tasks: list, num_proc: int, progress: Progress, label: str):
+    """Run `_encode_one` over tasks in order, on `num_proc` processes, advancing a progress bar."""
+    bar = progress.add_task(label, total=len(tasks))
+    if num_proc <= 1 or len(tasks) < 2:
+        for t in tasks:
+            result = _encode_one(t)
+            progress.advance(bar)
+            yield result
+        return
+    with get_context("fork").Pool(num_proc, initializer=_ignore_sigint) as pool:
+        for result in pool.imap(_encode_one, tasks, chunksize=8):
+            progress.advance(bar)
+            yield result
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description:>16}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=console)
+
+
+def _undecodable(data: Path, paths: list[str], num_proc: int) -> list[str]:
+    """A problem line for each image that does not decode (used when the layout has other problems)."""
+    with _progress() as progress:
+        results = list(_imap([(str(data / p), None) for p in paths], num_proc, progress, "checking images"))
+    return [f"{data / p}: cannot be decoded as an image ({why}); replace or remove it"
+            for p, (ok, why) in zip(paths, results) if not ok]
+
+
+def inputs_fingerprint(data: Path, layout: Layout, corrections_sha: str | None) -> str:
+    """Cheap fingerprint of the inputs: relpath, size and mtime of every file used, plus the corrections."""
+    h = hashlib.sha256(f"corrections {corrections_sha}\n".encode())
+    rels = layout.files + [r.path for r in layout.train] + [e.path for e in layout.eval or []]
+    for rel in sorted(rels):
+        st = (data / rel).stat()
+        h.update(f"{rel}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def _differences(meta: dict, args: dict, fingerprint: str) -> list[str]:
+    """What differs between an existing cache's record and this build."""
+    diffs = []
+    if meta.get("format_version") != FORMAT_VERSION:
+        diffs.append(f"format version: cache has {meta.get('format_version')}, this maskds writes {FORMAT_VERSION}")
+    old = meta.get("args", {})
+    for key, value in args.items():
+        if old.get(key) != value:
+            diffs.append(f"{key}: cache has {old.get(key)!r}, this build asks for {value!r}")
+    if meta.get("inputs_fingerprint") != fingerprint:
+        diffs.append("inputs: files under DATA (added, removed or modified) or the corrections file "
+                     "changed since the cache was built")
+    return diffs
+
+
+def _reuse(cache: Path, args: dict, fingerprint: str, force: bool) -> bool:
+    """True if CACHE already holds this build; UserError if it holds another one and not --force."""
+    if not cache.exists() or (cache.is_dir() and not any(cache.iterdir())):
+        return False
+    meta_path = cache / META_NAME
+    if not meta_path.is_file():
+        raise UserError(f"{cache}: exists and is not a maskds cache (no {META_NAME}); choose another CACHE "
+                        f"path or remove it yourself (maskds will not delete it)")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError):
+        meta = {}
+    diffs = _differences(meta, args, fingerprint)
+    if not diffs and not force:
+        console.print(f"[green]reusing[/] the cache at {cache}: same inputs and arguments "
+                      f"(pass --force to rebuild it)")
+        return True
+    if diffs and not force:
+        raise UserError(f"{cache}: a cache built from other inputs or arguments is already there; pass "
+                        f"--force to rebuild it, or choose another CACHE:", diffs)
+    console.print(f"--force: rebuilding {cache}" + (f" ({'; '.join(diffs)})" if diffs else ""))
+    return False
+
+
+def _split(rows_meta: list[dict], tasks: list, features, num_proc: int, progress: Progress,
+           label: str, work: Path, failures: list[str]) -> datasets.Dataset:
+    """Encode every image on the worker pool and stream the rows into an arrow dataset under `work`."""
+    def gen():
+        for row, (task, (ok, value)) in zip(rows_meta, zip(tasks, _imap(tasks, num_proc, progress, label))):
+            if ok:
+                yield {"image": {"bytes": value, "path": None}, **row}
+            else:
+                failures.append(f"{task[0]}: cannot be decoded as an image ({value}); replace or remove it")
+    # A fixed fingerprint: datasets would otherwise try to hash the generator and its closure.
+    return datasets.Dataset.from_generator(gen, features=features, cache_dir=str(work / "gen"),
+                                           fingerprint=f"maskds-{label}-{os.getpid()}")
+
+
+def _write(data: Path, cache: Path, train_rows: list[dict], eval_rows: list[dict] | None,
+           size_hw: tuple[int, int], num_proc: int, meta: dict) -> float:
+    """Build the DatasetDict beside CACHE under a temporary name, then rename it; returns seconds spent."""
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{cache.name}.building-", dir=cache.parent))
+    bars = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()  # ours is the rich bar
+    start = time.perf_counter()
+    try:
+        failures: list[str] = []
+        splits = {}
+        with _progress() as progress:
+            for name, rows, features in (("train", train_rows, TRAIN_FEATURES), ("eval", eval_rows, EVAL_FEATURES)):
+                if rows is None:
+                    continue
+                tasks = [(str(data / r["path"]), tuple(size_hw)) for r in rows]
+                splits[name] = _split(rows, tasks, features, num_proc, progress, name, work, failures)
+        raise_problems(data, failures)
+        target = work / "cache"
+        datasets.DatasetDict(splits).save_to_disk(str(target))
+        (target / META_NAME).write_text(json.dumps(meta, indent=2) + "\n")
+        if cache.exists():
+            cache.rename(work / "previous")  # moved aside, deleted with `work`
+        target.rename(cache)
+        return time.perf_counter() - start
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        if bars:
+            datasets.enable_progress_bars()
+
+
+def _check_args(size_hw, folds: int, num_proc: int | None) -> tuple[tuple[int, int], int]:
+    size = tuple(int(v) for v in size_hw)
+    if len(size) != 2 or min(size) < 8:
+        raise UserError(f"--size must be two numbers H W of at least 8 pixels, got {list(size_hw)}")
+    if folds < 2:
+        raise UserError(f"--folds must be at least 2, got {folds}")
+    if num_proc is not None and num_proc < 1:
+        raise UserError(f"--num-proc must be at least 1, got {num_proc}")
+    return size, num_proc or os.cpu_count() or 1
+
+
+def build_cache(data: str | Path, cache: str | Path, size_hw=(384, 288), folds: int = 5, seed: int = 42,
+                corrections: str | Path | None = "default", num_proc: int | None = None,
+                force: bool = False) -> Path:
+    """Validate DATA, apply corrections, assign folds and write CACHE atomically (see ARCHITECTURE.md)."""
+    data, cache = Path(data), Path(cache)
+    size_hw, num_proc = _check_args(size_hw, folds, num_proc)
+    corr = load_corrections(corrections)
+    layout = scan(data)
+    if layout.problems:
+        # Report every problem together: decode what was found too before giving up.
+        paths = [r.path for r in layout.train] + [e.path for e in layout.eval or []]
+        raise_problems(data, layout.problems + _undecodable(data, paths, num_proc))
+    args = {"size": list(size_hw), "folds": folds, "seed": seed, "corrections": corr.source}
+    fingerprint = inputs_fingerprint(data, layout, corr.sha256)
+    if _reuse(cache, args, fingerprint, force):
+        return cache
+    records, applied, missing = apply_corrections(layout.train, corr)
+    fold_of = assign_folds(person_table(records), folds, seed)
+    if layout.eval is None:
+        console.print(f"no eval/ folder in {data}: building the train split only")
+    if missing and corr.source not in ("default", "none"):
+        console.print(f"[yellow]warning:[/] {corr.source}: {len(missing)} person id(s) not in DATA, "
+                      f"skipped: {', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}")
+    train_rows = [{"person_id": r.person_id, "mask": r.mask, "gender": r.gender, "race": r.race,
+                   "age": r.age, "fold": fold_of[r.person_id], "image_name": r.image_name, "path": r.path}
+                  for r in records]
+    eval_rows = None if layout.eval is None else [{"image_id": e.image_id, "path": e.path} for e in layout.eval]
+    meta = {"format_version": FORMAT_VERSION, "args": args,
+            "corrections": {"source": corr.source, "sha256": corr.sha256, "applied": applied,
+                            "not_found": missing},
+            "inputs_fingerprint": fingerprint, "data": str(data.resolve()),
+            "counts": counts(train_rows, eval_rows, folds)}
+    seconds = _write(data, cache, train_rows, eval_rows, size_hw, num_proc, meta)
+    n = len(train_rows) + len(eval_rows or [])
+    print_summary(meta, Console())
+    console.print(f"wrote {cache}: {n} images in {seconds:.1f} s ({n / seconds:.0f} images/s, "
+                  f"{num_proc} process{'es' if num_proc > 1 else ''})")
+    return cache
+
+
+def load_cache(cache: str | Path) -> tuple[datasets.DatasetDict, dict]:
+    """(DatasetDict with 'train' and maybe 'eval', meta dict); UserError for a missing or foreign cache."""
+    cache = Path(cache)
+    if not cache.exists():
+        raise UserError(f"{cache}: no such cache; build it with `maskds build DATA {cache}`")
+    meta_path = cache / META_NAME
+    if not cache.is_dir() or not meta_path.is_file():
+        raise UserError(f"{cache}: not a maskds cache (no {META_NAME}); build one with `maskds build DATA CACHE`")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError) as err:
+        raise UserError(f"{meta_path}: unreadable ({err}); rebuild with `maskds build DATA {cache} --force`") from err
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise UserError(f"{cache}: cache format version {meta.get('format_version')!r}, this maskds reads "
+                        f"version {FORMAT_VERSION}; rebuild it with `maskds build DATA {cache} --force`")
+    return datasets.load_from_disk(str(cache)), meta
