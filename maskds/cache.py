@@ -196,8 +196,7 @@ def build_cache(data: str | Path, cache: str | Path, size_hw=(384, 288), folds: 
     layout = scan(data)
     if layout.problems:
         # Report every problem together: decode what was found too before giving up.
-        paths = [r.path for r in layout.train] + [e.path for e in layout.eval or []]
-        raise_problems(data, layout.problems + _undecodable(data, paths, num_proc))
+        raise_problems(data, layout.problems + _undecodable(data, layout.found, num_proc))
     args = {"size": list(size_hw), "folds": folds, "seed": seed, "corrections": corr.source}
     fingerprint = inputs_fingerprint(data, layout, corr.sha256)
     if _reuse(cache, args, fingerprint, force):

@@ -37,12 +37,17 @@ def assign_folds(person_table, k: int, seed: int,
         raise ValueError("person_table must hold one row per person")
     if not 2 <= k <= len(table):
         raise UserError(f"--folds must be between 2 and the number of persons ({len(table)}), got {k}")
-    y = strata(table, thresholds)
     groups = np.arange(len(table))  # one row per person: each person is its own group
+    # Tiny data sets may have fewer persons per stratum than folds: fall back to coarser strata.
+    for y in (strata(table, thresholds), np.asarray(table["gender"], dtype=int), np.zeros(len(table), int)):
+        if np.bincount(y).max() >= k:
+            break
+    if not (y == strata(table, thresholds)).all():
+        warnings.warn(f"too few persons per gender x age band for {k} folds: stratifying more coarsely")
     splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
     folds: dict[str, int] = {}
     with warnings.catch_warnings():
-        # Tiny data sets have strata with fewer persons than folds: sklearn warns, the split is still valid.
+        # Strata with fewer persons than folds: sklearn warns, the split is still valid.
         warnings.filterwarnings("ignore", message="The least populated class")
         for fold, (_, held_out) in enumerate(splitter.split(np.zeros(len(table)), y, groups)):
             for i in held_out:

@@ -41,6 +41,7 @@ class Layout:
     train: list[ImageRecord] = field(default_factory=list)
     eval: list[EvalRecord] | None = None
     files: list[str] = field(default_factory=list)  # csv files read, relative to DATA
+    found: list[str] = field(default_factory=list)  # every image file found, even in broken folders
     problems: list[str] = field(default_factory=list)
 
 
@@ -81,7 +82,7 @@ def _read_csv(path: Path, columns: tuple[str, ...], problems: list[str]) -> list
         return None
 
 
-def _person_images(folder: Path, problems: list[str]) -> dict[str, Path] | None:
+def _person_images(folder: Path, problems: list[str], found_out: list[Path]) -> dict[str, Path] | None:
     """The 7 images of a person folder by stem, tolerant of extensions and junk; None if any is wrong."""
     found: dict[str, list[Path]] = {}
     ok = True
@@ -95,6 +96,7 @@ def _person_images(folder: Path, problems: list[str]) -> dict[str, Path] | None:
             ok = False
             continue
         found.setdefault(stem, []).append(f)
+        found_out.append(f)
     for stem in labels.IMAGE_STEMS:
         files = found.get(stem, [])
         if not files:
@@ -161,7 +163,9 @@ def scan_train(data: Path, out: Layout) -> None:
                                     f"{folder.name} or remove the folder")
             else:
                 _check_row(by_path[folder.name][1], by_path[folder.name][0], csv_path, parsed, out.problems)
-        imgs = _person_images(folder, out.problems)
+        found: list[Path] = []
+        imgs = _person_images(folder, out.problems, found)
+        out.found += [f.relative_to(data).as_posix() for f in found]
         if imgs is None:
             continue
         pid, gender, race, age = parsed
@@ -196,6 +200,7 @@ def scan_eval(data: Path, out: Layout) -> None:
             out.problems.append(f"{info} line {n}: image {path} does not exist; add it or fix the ImageID")
             continue
         out.eval.append(EvalRecord(image_id, path.relative_to(data).as_posix()))
+        out.found.append(out.eval[-1].path)
 
 
 def scan(data: str | Path) -> Layout:
