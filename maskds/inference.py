@@ -136,11 +136,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_inference(args: argparse.Namespace, probs_path: Path) -> int:
     """Check every input, predict (sharded across processes), soft-vote, write both files on the main process."""
-    from accelerate import Accelerator
+    from .predict import check_heads, load_member, make_accelerator, predict_runs
 
-    from .predict import check_heads, load_member, predict_runs
-
-    accelerator = Accelerator()
+    accelerator = make_accelerator()
     ids, paths = read_info(args.data)
     # A --run that is a file is a probabilities CSV from an earlier infer.py: ensembled as it is.
     sources = [r if r.is_file() else find_checkpoints(r, args.folds) for r in args.run]

@@ -37,6 +37,20 @@ class Member:
     model: nn.Module
 
 
+def make_accelerator():
+    """Accelerator for inference: process count and precision come from the launch config.
+
+    accelerate 1.15's torchrun-based launch does not pass a config's `use_cpu: true` on to the
+    processes, so a machine with no accelerator would come up as N independent single processes
+    (each predicting everything). Ask for the CPU explicitly when there is nothing else.
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import is_mps_available, is_npu_available, is_xpu_available, parse_flag_from_env
+
+    has_device = torch.cuda.is_available() or is_mps_available() or is_xpu_available() or is_npu_available()
+    return Accelerator(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not has_device)
+
+
 def view_params(resolved: dict, where: str | Path) -> ViewParams:
     """The eval transform's parameters from a checkpoint's `resolved` metadata (never the command line)."""
     try:

@@ -36,18 +36,22 @@ def make_run(root, head="multihead", folds=(0, 1), image_size=(40, 32), cache_si
     return root
 
 
-@pytest.fixture
-def eval_dir(tmp_path):
-    """Eval folder of 7 images of assorted sizes/formats; info.csv deliberately not in name order."""
-    rng = np.random.default_rng(0)
-    root = tmp_path / "eval"
+def make_eval_dir(root, n=7, seed=0):
+    """Eval folder of n images of assorted sizes/formats; info.csv deliberately not in name order."""
+    rng = np.random.default_rng(seed)
     (root / "images").mkdir(parents=True)
-    ids = [f"{n}.{'png' if i % 3 == 0 else 'jpg'}" for i, n in enumerate(["f3", "a1", "z9", "b2", "c7", "a0", "q5"])]
+    names = ["f3", "a1", "z9", "b2", "c7", "a0", "q5", "m4", "d8", "k1", "e6", "x2", "g0"]
+    ids = [f"{names[i % len(names)]}{i // len(names) or ''}.{'png' if i % 3 == 0 else 'jpg'}" for i in range(n)]
     for i, name in enumerate(ids):
-        arr = rng.integers(0, 256, (60 + 4 * i, 45 + 2 * i, 3), dtype=np.uint8)
+        arr = rng.integers(0, 256, (60 + 4 * (i % 9), 45 + 2 * (i % 7), 3), dtype=np.uint8)
         Image.fromarray(arr).save(root / "images" / name)
     pd.DataFrame({"ImageID": ids, "ans": 0}).to_csv(root / "info.csv", index=False)
     return root
+
+
+@pytest.fixture
+def eval_dir(tmp_path):
+    return make_eval_dir(tmp_path / "eval")
 
 
 def manual_run_probs(run, data, ids, tta: bool) -> dict[str, np.ndarray]:
