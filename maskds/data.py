@@ -19,23 +19,12 @@ from .labels import age_band, encode
 
 def load_train_split(cache: str | Path) -> tuple[datasets.Dataset, dict]:
     """The cache's `train` split with images left as encoded bytes, and the cache's meta."""
-    try:
-        from .cache import load_cache  # the data side owns the format; it raises UserError when missing
-    except ImportError:  # TEMP until maskds.cache lands
-        load_cache = _load_cache_fallback
+    from .cache import load_cache  # the data side owns the format; it raises UserError when missing
 
     dsd, meta = load_cache(cache)
     if "train" not in dsd:
         raise UserError(f"cache {cache}: has no 'train' split; rebuild it with `maskds build DATA {cache}`")
     return dsd["train"].cast_column("image", datasets.Image(decode=False)), meta
-
-
-def _load_cache_fallback(cache):  # TEMP until maskds.cache lands
-    p = Path(cache)
-    if not (p / "maskds_cache.json").is_file():
-        raise UserError(f"cache {p} does not exist; build it with `maskds build DATA {p}`")
-    import json
-    return datasets.load_from_disk(str(p)), json.loads((p / "maskds_cache.json").read_text())
 
 
 def class_labels(table: datasets.Dataset, age_thresholds: Sequence[int]) -> np.ndarray:

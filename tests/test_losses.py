@@ -1,0 +1,58 @@
+"""Loss tests: 18-class targets decode to the right heads, CE/focal/smoothing maths, head weights."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from maskds import labels
+from maskds.heads import SLICES
+from maskds.losses import MaskLoss, head_targets, smoothed_focal_ce
+
+
+def test_head_targets_decode_every_one_of_the_18_classes():
+    cls = torch.arange(18)
+    t = head_targets(cls)
+    for c in range(18):
+        assert (int(t["mask"][c]), int(t["gender"][c]), int(t["age"][c])) == labels.decode(c)
+
+
+def test_single_head_loss_is_18_way_cross_entropy():
+    torch.manual_seed(0)
+    logits, cls = torch.randn(16, 18), torch.randint(0, 18, (16,))
+    loss = MaskLoss("single", label_smoothing=0.1)(logits, cls)
+    assert torch.allclose(loss, F.cross_entropy(logits, cls, label_smoothing=0.1), atol=1e-6)
+
+
+def test_multihead_loss_is_weighted_sum_of_head_cross_entropies():
+    torch.manual_seed(0)
+    logits, cls = torch.randn(16, 8), torch.randint(0, 18, (16,))
+    m, g, a = cls // 6, (cls // 3) % 2, cls % 3
+    expected = (1.0 * F.cross_entropy(logits[:, SLICES["mask"]], m, label_smoothing=0.05)
+                + 2.0 * F.cross_entropy(logits[:, SLICES["gender"]], g, label_smoothing=0.05)
+                + 0.5 * F.cross_entropy(logits[:, SLICES["age"]], a, label_smoothing=0.05))
+    loss = MaskLoss("multihead", label_smoothing=0.05, head_weights=[1.0, 2.0, 0.5])(logits, cls)
+    assert torch.allclose(loss, expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("head,width", [("single", 3), ("single", 8), ("multihead", 18), ("multihead", 3)])
+def test_loss_refuses_logits_of_the_wrong_width(head, width):
+    # The baseline built its 18-class loss for 3 classes; a wrong width must fail loudly.
+    with pytest.raises(ValueError, match="logits"):
+        MaskLoss(head)(torch.randn(4, width), torch.zeros(4, dtype=torch.long))
+
+
+def test_focal_with_gamma_zero_is_ce_and_down_weights_easy_examples():
+    logits = torch.tensor([[5.0, 0.0, 0.0], [0.2, 0.0, 0.1]])
+    target = torch.tensor([0, 0])
+    ce = smoothed_focal_ce(logits, target, 0.0, 0.0)
+    assert torch.allclose(ce, F.cross_entropy(logits, target), atol=1e-6)
+    easy_ce = smoothed_focal_ce(logits[:1], target[:1], 0.0, 0.0)
+    easy_focal = smoothed_focal_ce(logits[:1], target[:1], 0.0, 2.0)
+    assert easy_focal < 0.01 * easy_ce  # p_true ~ 0.99: (1 - p)^2 shrinks it ~10^4 times
+    focal = MaskLoss("multihead", kind="focal", focal_gamma=2.0)(torch.randn(4, 8), torch.arange(4))
+    assert torch.isfinite(focal)
+
+
+def test_loss_is_float32_under_half_precision_logits():
+    logits = torch.randn(4, 8).half()
+    loss = MaskLoss("multihead")(logits, torch.arange(4))
+    assert loss.dtype == torch.float32

@@ -1,0 +1,45 @@
+"""Model tests: logits width per head type, weights round trip, pretrained dispatch, data config."""
+import pytest
+import torch
+
+from maskds.errors import UserError
+from maskds.heads import num_outputs
+from maskds.model import create_model, resolve_data_config
+
+
+@pytest.mark.parametrize("head", ["multihead", "single"])
+def test_logits_have_the_head_types_width(head):
+    model = create_model("test_efficientnet", head).eval()
+    out = model(torch.randn(2, 3, 64, 48))
+    assert out.shape == (2, num_outputs(head))
+
+
+def test_state_dict_loads_into_a_fresh_model_with_pretrained_none():
+    a = create_model("test_efficientnet", "multihead", drop_rate=0.2).eval()
+    b = create_model("test_efficientnet", "multihead", pretrained="none").eval()
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(2, 3, 64, 48)
+    assert torch.equal(a(x), b(x))
+
+
+def test_unknown_model_name_is_a_user_error():
+    with pytest.raises(UserError, match="not_a_model"):
+        create_model("not_a_model", "multihead")
+
+
+def test_local_weights_go_through_maskds_pretrained(monkeypatch):
+    import maskds.pretrained
+
+    calls = []
+    monkeypatch.setattr(maskds.pretrained, "load_backbone_weights",
+                        lambda backbone, source, mapping: calls.append((type(backbone).__name__, source, mapping)))
+    create_model("test_efficientnet", "single", pretrained="/some/file.pth", pretrained_mapping="order")
+    assert calls == [("EfficientNet", "/some/file.pth", "order")]
+
+
+def test_data_config_values_win_else_the_models_pretrained_config():
+    model = create_model("test_vit", "multihead")
+    auto = resolve_data_config(model, None, None, None)
+    assert auto == {"image_size": [160, 160], "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}
+    set_ = resolve_data_config(model, [64, 48], [0.1, 0.2, 0.3], [1, 1, 1])
+    assert set_ == {"image_size": [64, 48], "mean": [0.1, 0.2, 0.3], "std": [1.0, 1.0, 1.0]}
