@@ -84,6 +84,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description="Predict an eval folder with every fold of one or more runs (soft voting), write "
         "the submission and a probabilities file. Model, head, image size and normalization come from "
         "each checkpoint. Also runs as `accelerate launch infer.py ...` (each process takes a shard).",
+        epilog="Soft voting: within a run, each head's probabilities are averaged over folds and TTA views "
+        "(single-head runs: the 18-way probabilities) and class = mask x gender x age of those averages; "
+        "runs are combined by the weighted mean of their probabilities; the answer is the argmax of the "
+        "combined 18-class probabilities. The probabilities file holds exactly what was voted on.",
     )
     p.add_argument("--run", type=Path, action="append", required=True, metavar="RUN",
                    help="run folder with fold<k>/best.safetensors, or a probabilities CSV written by "

@@ -167,7 +167,9 @@ def predict_shard(members: list[Member], paths: list[Path], accelerator, batch_s
             group = [i for i, m in enumerate(members) if m.view.cache_size == cache_size]
             views_here = list(dict.fromkeys(members[i].view for i in group))
             ds = EvalImages(paths, cache_size, [build_transform(v) for v in views_here])
-            for idx, xs in DataLoader(ds, batch_sampler=batches, num_workers=num_workers):
+            loader = DataLoader(ds, batch_sampler=batches, num_workers=num_workers,
+                                pin_memory=accelerator.device.type == "cuda")
+            for idx, xs in loader:
                 if cache_size == caches[0]:  # the batch order is the same for every cache size
                     order.append(idx.numpy())
                 for vp, x in zip(views_here, xs):
