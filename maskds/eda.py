@@ -13,6 +13,7 @@ from PIL import Image  # noqa: E402
 
 from . import images, labels  # noqa: E402
 from .corrections import apply_corrections, load_corrections  # noqa: E402
+from .errors import UserError  # noqa: E402
 from .folds import assign_folds, person_table, strata  # noqa: E402
 from .layout import read_train, scan  # noqa: E402
 
@@ -108,7 +109,8 @@ def run_eda(data: str | Path, out: str | Path, age_thresholds=labels.DEFAULT_AGE
     """Write the EDA plots and summary.md for the raw layout DATA into OUT (default corrections applied)."""
     data, out = Path(data), Path(out)
     thresholds = tuple(int(t) for t in age_thresholds)
-    labels.age_band(0, thresholds)  # rejects thresholds that do not increase
+    if len(thresholds) != 2 or not 0 < thresholds[0] < thresholds[1]:
+        raise UserError(f"--age-thresholds must be two increasing ages LOW HIGH, got {list(thresholds)}")
     records, applied, _ = apply_corrections(read_train(data), load_corrections("default"))
     out.mkdir(parents=True, exist_ok=True)
     bands = [labels.age_band(r.age, thresholds) for r in records]

@@ -1,0 +1,28 @@
+"""`maskds eda`: the plots and a summary.md that links them with the key numbers."""
+from __future__ import annotations
+
+import pytest
+from PIL import Image
+
+from maskds.eda import run_eda
+from maskds.errors import UserError
+
+PLOTS = ("classes.png", "heads.png", "ages.png", "folds.png", "samples.png")
+
+
+def test_eda_writes_plots_and_summary(synth_data, tmp_path):
+    out = run_eda(synth_data, tmp_path / "eda", age_thresholds=(30, 58))
+    for name in PLOTS:
+        with Image.open(out / name) as img:
+            assert img.size[0] > 300 and img.size[1] > 200
+    summary = (out / "summary.md").read_text()
+    for name in PLOTS:
+        assert f"]({name})" in summary
+    assert "24 persons, 168 train images" in summary
+    assert "< 30, 30..57, >= 58" in summary
+    assert "56 images" in summary  # eval part
+
+
+def test_eda_refuses_decreasing_thresholds(synth_data, tmp_path):
+    with pytest.raises(UserError, match="--age-thresholds"):
+        run_eda(synth_data, tmp_path / "eda", age_thresholds=(60, 30))
