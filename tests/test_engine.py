@@ -1,0 +1,76 @@
+"""Engine tests (one process, in-process): accumulation equals a bigger batch, EMA/scheduler step per update."""
+import copy
+
+import torch
+from accelerate import Accelerator
+from timm.scheduler import CosineLRScheduler
+from timm.utils import ModelEmaV3
+from torch.utils.data import DataLoader, TensorDataset
+
+from maskds.engine import evaluate, predict, train_one_epoch
+from maskds.losses import MaskLoss
+from maskds.model import create_model
+
+
+def _data(n=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return TensorDataset(torch.randn(n, 3, 64, 48, generator=g), torch.randint(0, 18, (n,), generator=g))
+
+
+class _CountingEma(ModelEmaV3):
+    def __init__(self, model):
+        super().__init__(model, decay=0.9, dtype=torch.float32)
+        self.steps = []
+
+    def update(self, model, step=None):
+        self.steps.append(step)
+        super().update(model, step=step)
+
+
+def _train(model, batch_size, accum, n=16):
+    """One epoch of train_one_epoch with SGD (sensitive to gradient scale, unlike Adam)."""
+    acc = Accelerator(cpu=True, gradient_accumulation_steps=accum)
+    model = copy.deepcopy(model)
+    ema = _CountingEma(model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    loader = DataLoader(_data(n), batch_size=batch_size, shuffle=False)
+    model, opt, loader = acc.prepare(model, opt, loader)
+    sched = CosineLRScheduler(opt, t_initial=100, lr_min=0.0, t_in_epochs=False)
+    calls = []
+    step_update = sched.step_update
+    sched.step_update = lambda num_updates: (calls.append(num_updates), step_update(num_updates))
+    result = train_one_epoch(acc, model, ema, MaskLoss("multihead"), opt, sched, loader, updates=0, grad_clip=0.0)
+    return acc.unwrap_model(model), ema, result, calls
+
+
+def test_accumulating_2_batches_of_4_equals_batches_of_8():
+    torch.manual_seed(0)
+    # ConvNeXt test model: LayerNorm, no BatchNorm, no dropout -> the update depends only on the mean gradient.
+    model = create_model("test_convnext", "multihead", drop_rate=0.0)
+    small, _, r_small, _ = _train(model, batch_size=4, accum=2)
+    big, _, r_big, _ = _train(model, batch_size=8, accum=1)
+    assert r_small.updates == r_big.updates == 2
+    moved = max((a - b).abs().max().item() for a, b in zip(model.state_dict().values(), big.state_dict().values()))
+    assert moved > 1e-3  # the two updates really changed the weights
+    for (name, a), b in zip(small.state_dict().items(), big.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-4), name
+
+
+def test_scheduler_and_ema_advance_once_per_optimizer_update():
+    torch.manual_seed(0)
+    model = create_model("test_convnext", "multihead", drop_rate=0.0)
+    # 20 images, batch 4 -> 5 batches; accumulation 2 -> updates after batches 2, 4 and 5 (end of data).
+    _, ema, result, calls = _train(model, batch_size=4, accum=2, n=20)
+    assert result.updates == 3 and calls == [1, 2, 3] and ema.steps == [1, 2, 3]
+    assert result.images == 20 and result.loss > 0
+
+
+def test_evaluate_and_predict_cover_every_example_once():
+    acc = Accelerator(cpu=True)
+    model = create_model("test_efficientnet", "single")
+    loader = acc.prepare(DataLoader(_data(11), batch_size=4))
+    scores = evaluate(acc, acc.prepare(model), loader, "single", MaskLoss("single"))
+    assert scores["n"] == 11 and 0 <= scores["macro_f1"] <= 1 and scores["loss"] > 0
+    probs = predict(acc, model, loader, "single")
+    assert probs["class"].shape == (11, 18)
+    assert torch.allclose(probs["class"].sum(1), torch.ones(11), atol=1e-5)

@@ -1,0 +1,126 @@
+"""End-to-end training: real `accelerate launch` runs (1 and 2 CPU processes, two loopback nodes) on tiny data."""
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from maskds.checkpoint import read_best
+from maskds.data import fold_split, load_train_split
+from maskds.fit import main
+from maskds.model import create_model
+from train_helpers import ACCEL, ROOT, TINY, env, free_port, launch, make_tiny_cache, metrics_lines
+
+DEMO = ["--config", str(ROOT / "configs/demo.yaml")]
+
+
+@pytest.fixture(scope="module")
+def tiny_cache(tmp_path_factory):
+    return make_tiny_cache(tmp_path_factory.mktemp("train") / "cache")
+
+
+@pytest.fixture(scope="module")
+def two_proc_run(tiny_cache, tmp_path_factory):
+    """configs/demo.yaml under 2 gloo processes, batch 4 x accumulation 2, on a tiny model and cache."""
+    out = tmp_path_factory.mktemp("runs")
+    args = [*DEMO, f"cache={tiny_cache}", f"output_dir={out}", "name=e2e", "folds=[0]", "epochs=5",
+            "batch_size=4", "grad_accum_steps=2", "lr=3e-3", "min_lr=1e-5", *TINY, "num_workers=1",
+            "log_with=tensorboard"]
+    r = launch(args, "cpu_2proc.yaml")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return out / "e2e" / "fold0", r
+
+
+@pytest.mark.slow
+def test_two_process_run_writes_the_run_folder(two_proc_run):
+    fold_dir, r = two_proc_run
+    state = {p.name for p in (fold_dir / "state").iterdir()}
+    assert {"config.yaml", "best.safetensors", "metrics.jsonl", "state", "tensorboard"} <= {p.name for p in fold_dir.iterdir()}
+    assert {"model.safetensors", "optimizer.bin", "random_states_0.pkl", "random_states_1.pkl"} <= state
+    assert len(metrics_lines(fold_dir)) == 5
+    assert list((fold_dir / "tensorboard").rglob("events.out.tfevents.*"))
+    assert "F1 (18)" in r.stdout and "EMA" in r.stdout  # the end-of-epoch table
+
+
+@pytest.mark.slow
+def test_f1_rises_above_chance_and_best_is_the_best_ema_epoch(two_proc_run):
+    fold_dir, _ = two_proc_run
+    lines = metrics_lines(fold_dir)
+    ema_f1 = [m["ema"]["macro_f1"] for m in lines]
+    assert max(ema_f1) > 0.5 and ema_f1[-1] > ema_f1[0]  # chance macro F1 over 18 classes is ~0.05
+    best = read_best(fold_dir / "best.safetensors")
+    assert best.info["epoch"] == ema_f1.index(max(ema_f1)) and best.info["metrics"]["macro_f1"] == max(ema_f1)
+    assert best.resolved["image_size"] == [64, 48] and best.resolved["cache_size"] == [64, 48]
+    model = create_model(best.config.model, best.config.head, pretrained="none")
+    model.load_state_dict(best.state_dict)
+    for key in ("epoch", "train_loss", "lr", "images_per_s", "raw", "ema"):
+        assert key in lines[0]
+
+
+@pytest.mark.slow
+def test_gathered_validation_count_equals_the_validation_set(two_proc_run, tiny_cache):
+    fold_dir, _ = two_proc_run
+    n_val = len(fold_split(load_train_split(tiny_cache)[0], 0).val)
+    assert n_val % (2 * 8) != 0  # 2 processes x val batch 8: the last round is padded with duplicates
+    assert all(m["raw"]["n"] == m["ema"]["n"] == n_val for m in metrics_lines(fold_dir))
+
+
+@pytest.mark.slow
+def test_lr_schedule_ends_at_its_final_value_with_2_processes_and_accumulation_2(two_proc_run, tiny_cache):
+    fold_dir, _ = two_proc_run
+    n_train = len(fold_split(load_train_split(tiny_cache)[0], 0).train)
+    per_process = math.ceil((n_train // 4) / 2)    # batches of 4 (last partial dropped) over 2 processes
+    expected = 5 * math.ceil(per_process / 2)      # epochs x optimizer updates per epoch
+    last = metrics_lines(fold_dir)[-1]
+    assert last["updates"] == last["total_updates"] == expected
+    assert last["lr"] == pytest.approx(1e-5, rel=1e-9)
+    assert metrics_lines(fold_dir)[-2]["lr"] > 1e-4  # not reached early
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_weights_and_ema(tiny_cache, tmp_path):
+    common = [*DEMO, f"cache={tiny_cache}", f"output_dir={tmp_path}", "folds=[0]", "epochs=2", "batch_size=16",
+              *TINY, "num_workers=1", "augment=strong"]
+    assert launch([*common, "name=full"], None).returncode == 0
+    # "Killed" after its first epoch's state was saved, then continued with resume=auto.
+    assert launch([*common, "name=cut", "stop_after_epochs=1"], None).returncode == 0
+    assert len(metrics_lines(tmp_path / "cut" / "fold0")) == 1
+    r = launch([*common, "name=cut", "resume=auto"], None)
+    assert r.returncode == 0 and "resumed" in r.stdout, r.stderr[-3000:]
+    full, cut = tmp_path / "full" / "fold0" / "state", tmp_path / "cut" / "fold0" / "state"
+    a, b = load_file(str(full / "model.safetensors")), load_file(str(cut / "model.safetensors"))
+    assert all(torch.allclose(a[k], b[k], atol=1e-6, rtol=0) for k in a)
+    ema_a, ema_b = torch.load(full / "custom_checkpoint_1.pkl"), torch.load(cut / "custom_checkpoint_1.pkl")
+    assert all(torch.allclose(ema_a[k], ema_b[k], atol=1e-6, rtol=0) for k in ema_a)
+    assert not torch.equal(ema_a["module.classifier.weight"], a["classifier.weight"])  # EMA is its own state
+    assert [m["epoch"] for m in metrics_lines(tmp_path / "cut" / "fold0")] == [0, 1]
+
+
+def test_an_existing_run_is_never_overwritten(tiny_cache, tmp_path, capsys):
+    (tmp_path / "run" / "fold0").mkdir(parents=True)
+    (tmp_path / "run" / "fold0" / "metrics.jsonl").write_text("{}\n")
+    rc = main([*DEMO, f"cache={tiny_cache}", f"output_dir={tmp_path}", "name=run", "folds=[0]", *TINY])
+    assert rc == 2 and "resume=auto" in capsys.readouterr().err
+    assert (tmp_path / "run" / "fold0" / "metrics.jsonl").read_text() == "{}\n"
+
+
+@pytest.mark.slow
+def test_two_nodes_on_loopback_complete_a_short_run(tiny_cache, tmp_path):
+    port = free_port()
+    config = tmp_path / "two_nodes.yaml"
+    config.write_text((ACCEL / "cpu_2proc.yaml").read_text().replace("num_machines: 1", "num_machines: 2")
+                      + f"main_process_ip: 127.0.0.1\nmain_process_port: {port}\n")
+    args = [*DEMO, f"cache={tiny_cache}", f"output_dir={tmp_path}", "name=nodes", "folds=[0]", "epochs=1",
+            "batch_size=8", *TINY]
+    procs = [subprocess.Popen([sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
+                               "--machine_rank", str(rank), "--num_processes", "2",
+                               str(ROOT / "train.py"), *args],
+                              cwd=ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for rank in (0, 1)]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs[0][-3000:] + outs[1][-3000:]
+    fold_dir = tmp_path / "nodes" / "fold0"
+    assert {"random_states_0.pkl", "random_states_1.pkl"} <= {p.name for p in (fold_dir / "state").iterdir()}
+    assert len(metrics_lines(fold_dir)) == 1 and (fold_dir / "best.safetensors").is_file()
