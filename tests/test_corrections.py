@@ -6,7 +6,7 @@ import dataclasses
 import pytest
 
 from maskds import labels
-from maskds.corrections import DEFAULT_PATH, apply_corrections, load_corrections
+from maskds.corrections import apply_corrections, load_corrections
 from maskds.errors import UserError
 from maskds.layout import ImageRecord
 
