@@ -58,6 +58,15 @@ def _small(synth_data, tmp_path, **kw):
     return copy_raw(synth_data, tmp_path / "d", persons=kw.pop("persons", 4), **kw)
 
 
+def test_data_without_eval_builds_the_train_split_only(synth_data, tmp_path, capsys):
+    data = _small(synth_data, tmp_path, eval_images=None)
+    build_cache(data, tmp_path / "cache", size_hw=(32, 24), folds=2, num_proc=1)
+    dd, meta = load_cache(tmp_path / "cache")
+    assert list(dd) == ["train"] and dd["train"].num_rows == 28
+    assert meta["counts"]["eval_images"] is None
+    assert "train split only" in capsys.readouterr().err
+
+
 def test_rebuild_with_same_inputs_reuses_the_cache(synth_data, tmp_path, capsys):
     data = _small(synth_data, tmp_path)
     cache = tmp_path / "cache"

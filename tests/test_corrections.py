@@ -92,7 +92,7 @@ def test_missing_file_is_refused(tmp_path):
         load_corrections(tmp_path / "nope.yaml")
 
 
-def test_build_applies_a_user_file_and_records_it(synth_data, tmp_path):
+def test_build_applies_a_user_file_and_records_it(synth_data, tmp_path, capsys):
     from data_helpers import copy_raw
     from maskds.cache import build_cache, load_cache
 
@@ -101,7 +101,8 @@ def test_build_applies_a_user_file_and_records_it(synth_data, tmp_path):
     first = read_train(data)[0]
     f = tmp_path / "mine.yaml"
     other = labels.GENDER_NAMES[1 - first.gender]
-    f.write_text(f'"{first.person_id}": {{gender: {other}, swap: [incorrect_mask, normal]}}\n')
+    f.write_text(f'"{first.person_id}": {{gender: {other}, swap: [incorrect_mask, normal]}}\n'
+                 '"999999": {age: 33}\n')
     build_cache(data, tmp_path / "cache", size_hw=(32, 24), folds=2, corrections=str(f), num_proc=1)
     dd, meta = load_cache(tmp_path / "cache")
     rows = [r for r in dd["train"].remove_columns("image") if r["person_id"] == first.person_id]
@@ -110,3 +111,5 @@ def test_build_applies_a_user_file_and_records_it(synth_data, tmp_path):
     assert meta["args"]["corrections"] == str(f.resolve())
     assert meta["corrections"]["source"] == str(f.resolve())
     assert {a["field"] for a in meta["corrections"]["applied"]} == {"gender", "swap"}
+    assert meta["corrections"]["not_found"] == ["999999"]
+    assert "999999" in capsys.readouterr().err  # unknown ids: a warning, not an error
