@@ -1,0 +1,129 @@
+"""Training-step images/s: train.py's loop (maskds.engine.train_one_epoch under accelerate, with EMA,
+the per-update scheduler, grad clipping and the loss) against a bare timm + torch loop on the same
+model, batch, input size and precision. Both read the same in-memory batches, so the data loader is
+not measured here (bench/loader.py does that). Measured side by side, alternating, best of --repeats.
+
+    python bench/train_step.py [--model tf_efficientnet_lite0] [--size 192 144] [--batch 32] [--steps 8]
+    (GPU: add --device cuda --precision bf16 --channels-last)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from common import command, machine  # noqa: E402
+from maskds.config import TrainConfig  # noqa: E402
+from maskds.engine import train_one_epoch  # noqa: E402
+from maskds.fit import build_scheduler  # noqa: E402
+from maskds.losses import MaskLoss  # noqa: E402
+from maskds.model import create_model  # noqa: E402
+
+
+def batches(n: int, batch: int, size, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    g = torch.Generator().manual_seed(seed)
+    return [(torch.randn(batch, 3, *size, generator=g), torch.randint(0, 18, (batch,), generator=g)) for _ in range(n)]
+
+
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def ours(a, data) -> float:
+    """maskds: Accelerator + prepare + train_one_epoch (EMA, timm scheduler, clipping, MaskLoss)."""
+    from accelerate import Accelerator
+    from timm.optim import create_optimizer_v2
+    from timm.utils import ModelEmaV3
+
+    acc = Accelerator(cpu=a.device == "cpu", mixed_precision=a.precision)
+    cfg = TrainConfig(epochs=1, lr=1e-3)
+    model = create_model(a.model, "multihead", drop_rate=0.2)
+    if a.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    model = model.to(acc.device)
+    ema = ModelEmaV3(model, decay=0.999, dtype=torch.float32)
+    opt = create_optimizer_v2(model, opt="adamw", lr=cfg.lr, weight_decay=cfg.weight_decay)
+    model, opt = acc.prepare(model, opt)
+    sched, _ = build_scheduler(opt, cfg, len(data))
+    loss_fn = MaskLoss("multihead", "ce", 0.1)
+    dev = [(x.to(acc.device), y.to(acc.device)) for x, y in data]
+    train_one_epoch(acc, model, ema, loss_fn, opt, sched, dev[:2], 0, grad_clip=1.0, channels_last=a.channels_last)
+    sync(a.device)
+    start = time.perf_counter()
+    train_one_epoch(acc, model, ema, loss_fn, opt, sched, dev, 2, grad_clip=1.0, channels_last=a.channels_last)
+    sync(a.device)
+    return len(data) * a.batch / (time.perf_counter() - start)
+
+
+def bare(a, data) -> float:
+    """Bare timm + torch: forward, cross-entropy per head, backward, AdamW step; no EMA, no clipping."""
+    model = create_model(a.model, "multihead", drop_rate=0.2)
+    if a.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    model = model.to(a.device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(a.precision)
+    scaler = torch.amp.GradScaler(enabled=a.precision == "fp16")
+    mf = torch.channels_last if a.channels_last else torch.contiguous_format
+    dev = [(x.to(a.device).contiguous(memory_format=mf), y.to(a.device)) for x, y in data]
+
+    def step(x, y):
+        with torch.autocast(a.device, dtype=dtype or torch.float32, enabled=dtype is not None):
+            out = model(x)
+            loss = F.cross_entropy(out[:, :3], y // 6) + F.cross_entropy(out[:, 3:5], (y // 3) % 2) + F.cross_entropy(out[:, 5:], y % 3)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        opt.zero_grad(set_to_none=True)
+
+    for x, y in dev[:2]:
+        step(x, y)
+    sync(a.device)
+    start = time.perf_counter()
+    for x, y in dev:
+        step(x, y)
+    sync(a.device)
+    return len(data) * a.batch / (time.perf_counter() - start)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="tf_efficientnet_lite0")
+    p.add_argument("--size", type=int, nargs=2, default=[192, 144], metavar=("H", "W"))
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--steps", type=int, default=8, help="timed optimizer steps per measurement")
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
+    p.add_argument("--precision", default="no", choices=["no", "bf16", "fp16"])
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--json", action="store_true")
+    a = p.parse_args(argv)
+    data = batches(a.steps, a.batch, a.size)
+    best = {"ours": 0.0, "bare": 0.0}
+    for _ in range(a.repeats):
+        best["bare"] = max(best["bare"], bare(a, data))
+        best["ours"] = max(best["ours"], ours(a, data))
+    overhead = best["bare"] / best["ours"] - 1.0
+    result = {"ours_img_s": round(best["ours"], 1), "bare_img_s": round(best["bare"], 1),
+              "overhead_pct": round(100 * overhead, 1)}
+    if a.json:
+        print(json.dumps(result))
+        return 0
+    print(f"command: {command()}\nmachine: {machine()}")
+    print(f"{a.model} {a.size[0]}x{a.size[1]}, batch {a.batch}, {a.device}, precision {a.precision}, "
+          f"channels_last {a.channels_last}, {a.steps} steps, best of {a.repeats}")
+    print(f"train.py loop: {result['ours_img_s']} img/s; bare loop: {result['bare_img_s']} img/s; "
+          f"overhead {result['overhead_pct']}%")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
