@@ -36,10 +36,10 @@ def train_progress(enabled: bool, description: str, total: int,
         bar.update(task, completed=total)
 
 
-def epoch_table(epoch: int, epochs: int, train_loss: float, images_per_s: float,
+def epoch_table(fold: int, epoch: int, epochs: int, train_loss: float, images_per_s: float,
                 raw: dict, ema: dict, best: bool) -> Table:
     """Validation scores of the raw and EMA weights side by side; EMA picks the best checkpoint."""
-    title = f"epoch {epoch + 1}/{epochs}  train loss {train_loss:.4f}  {images_per_s:.0f} img/s"
+    title = f"fold {fold}  epoch {epoch + 1}/{epochs}  train loss {train_loss:.4f}  {images_per_s:.0f} img/s"
     table = Table(title=title + ("  [green]new best (EMA F1)[/]" if best else ""), title_justify="left")
     table.add_column("weights")
     for _, label in SCORE_KEYS:

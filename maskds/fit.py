@@ -262,5 +262,5 @@ def _record_epoch(accelerator, config: TrainConfig, fold_dir: Path, record: dict
         save_best(fold_dir / "best.safetensors", ema.module.state_dict(), config, resolved, info)
     with open(fold_dir / "metrics.jsonl", "a") as f:
         f.write(json.dumps(record) + "\n")
-    console.show(console.epoch_table(record["epoch"], config.epochs, record["train_loss"], record["images_per_s"],
+    console.show(console.epoch_table(fold, record["epoch"], config.epochs, record["train_loss"], record["images_per_s"],
                                      record["raw"], record["ema"], record["best"]))
