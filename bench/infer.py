@@ -1,0 +1,96 @@
+"""Inference images/s: infer.py's prediction (decode once, eval transform, soft-voting bookkeeping,
+process sharding) against a bare eval loop (PIL open, resize, ToTensor, Normalize, forward, softmax)
+on the same model, batch size, worker count and input size, no TTA. Side by side, best of --repeats.
+
+    python bench/infer.py [--model tf_efficientnet_lite0] [--size 192 144] [--cache-size 192 144] [--json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+from torch.utils.data import DataLoader  # noqa: E402
+
+from common import command, machine, synthetic_data  # noqa: E402
+from loader import BaselineImages  # noqa: E402
+from maskds.checkpoint import save_best  # noqa: E402
+from maskds.config import TrainConfig  # noqa: E402
+from maskds.heads import probabilities  # noqa: E402
+from maskds.model import create_model, resolve_data_config  # noqa: E402
+from maskds.predict import load_member, make_accelerator, predict_runs  # noqa: E402
+
+
+def fake_run(model_name: str, size, cache_size) -> tuple[Path, dict]:
+    """A one-fold run folder with an untrained model's checkpoint (speed does not depend on weights)."""
+    run = Path(tempfile.mkdtemp(prefix="maskds-infer-bench-")) / "run"
+    (run / "fold0").mkdir(parents=True)
+    cfg = TrainConfig(model=model_name, pretrained="none", image_size=list(size))
+    model = create_model(model_name, "multihead")
+    resolved = {"model": model_name, "head": "multihead", **resolve_data_config(model, size, None, None),
+                "cache_size": list(cache_size), "age_thresholds": [30, 60]}
+    save_best(run / "fold0" / "best.safetensors", model.state_dict(), cfg, resolved, {"fold": 0, "epoch": 0, "metrics": {}})
+    return run, resolved
+
+
+def ours(run: Path, paths, batch: int, workers: int) -> float:
+    acc = make_accelerator()
+    members = [load_member(0, 0, run / "fold0" / "best.safetensors", acc.device)]
+    start = time.perf_counter()
+    predict_runs(members, paths, acc, batch, workers, views=1)
+    return len(paths) / (time.perf_counter() - start)
+
+
+@torch.inference_mode()
+def bare(model_name: str, resolved: dict, paths, batch: int, workers: int, device: str) -> float:
+    model = create_model(model_name, "multihead").to(device).eval()
+    ds = BaselineImages(paths, [0] * len(paths), resolved["image_size"], resolved["mean"], resolved["std"])
+    start = time.perf_counter()
+    for x, _ in DataLoader(ds, batch_size=batch, num_workers=workers):
+        probabilities(model(x.to(device)), "multihead")["class"].cpu()
+    return len(paths) / (time.perf_counter() - start)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="tf_efficientnet_lite0")
+    p.add_argument("--size", type=int, nargs=2, default=[192, 144], metavar=("H", "W"))
+    p.add_argument("--cache-size", type=int, nargs=2, default=None, metavar=("H", "W"),
+                   help="the cache size the run was trained on (default: --size)")
+    p.add_argument("--data", type=Path, default=None, help="raw data root with eval/ (default: synthesize)")
+    p.add_argument("--persons", type=int, default=120, help="synthetic persons (eval = persons / 4)")
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--json", action="store_true")
+    a = p.parse_args(argv)
+    data = a.data or synthetic_data(a.persons)
+    info = pd.read_csv(data / "eval" / "info.csv", dtype=str)
+    paths = [data / "eval" / "images" / i for i in info["ImageID"]]
+    run, resolved = fake_run(a.model, a.size, a.cache_size or a.size)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    best = {"ours": 0.0, "bare": 0.0}
+    for _ in range(a.repeats):
+        best["bare"] = max(best["bare"], bare(a.model, resolved, paths, a.batch, a.workers, device))
+        best["ours"] = max(best["ours"], ours(run, paths, a.batch, a.workers))
+    result = {"ours_img_s": round(best["ours"], 1), "bare_img_s": round(best["bare"], 1),
+              "ratio": round(best["ours"] / best["bare"], 2)}
+    if a.json:
+        print(json.dumps(result))
+        return 0
+    print(f"command: {command()}\nmachine: {machine()}")
+    print(f"{a.model} at {a.size[0]}x{a.size[1]}, {len(paths)} eval images, batch {a.batch}, "
+          f"workers {a.workers}, {device}, no TTA, best of {a.repeats}")
+    print(f"infer.py: {result['ours_img_s']} img/s; bare loop: {result['bare_img_s']} img/s; ratio {result['ratio']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
