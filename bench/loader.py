@@ -64,10 +64,11 @@ def main(argv=None) -> int:
     p.add_argument("--persons", type=int, default=60)
     p.add_argument("--images", type=int, default=800, help="images per measurement")
     p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: the config's)")
     p.add_argument("--json", action="store_true", help="print one JSON object only")
     a = p.parse_args(argv)
 
-    cfg = load_config(a.config)
+    cfg = load_config(a.config, [f"num_workers={a.workers}"] if a.workers is not None else [])
     dc = resolve_data_config(create_model(cfg.model, cfg.head), cfg.image_size, cfg.mean, cfg.std)
     size = dc["image_size"]
     data = a.data or synthetic_data(a.persons)
