@@ -8,6 +8,7 @@ import torch
 from safetensors.torch import load_file
 
 from maskds.checkpoint import read_best
+from maskds.config import load_config, save_config
 from maskds.data import fold_split, load_train_split
 from maskds.fit import main
 from maskds.model import create_model
@@ -121,3 +122,16 @@ def test_two_nodes_on_loopback_complete_a_short_run(tiny_cache, tmp_path):
     fold_dir = tmp_path / "nodes" / "fold0"
     assert {"random_states_0.pkl", "random_states_1.pkl"} <= {p.name for p in (fold_dir / "state").iterdir()}
     assert len(metrics_lines(fold_dir)) == 1 and (fold_dir / "best.safetensors").is_file()
+
+
+def test_resume_refuses_a_changed_config_and_a_path_for_several_folds(tiny_cache, tmp_path, capsys):
+    fold_dir = tmp_path / "run" / "fold0"
+    fold_dir.mkdir(parents=True)
+    common = [*DEMO, f"cache={tiny_cache}", f"output_dir={tmp_path}", "name=run", *TINY]
+    save_config(load_config(common[1], [*common[2:], "folds=[0]", "epochs=99"]), fold_dir / "config.yaml")
+    assert main([*common, "folds=[0]", "resume=auto"]) == 2
+    # resuming with other values would not continue the same run; keys like resume may differ
+    assert "other values for epochs;" in capsys.readouterr().err
+    (fold_dir / "state").mkdir()
+    assert main([*common, "folds=all", f"resume={fold_dir / 'state'}"]) == 2
+    assert "folds=[k]" in capsys.readouterr().err
