@@ -1,5 +1,5 @@
 """Inference images/s: infer.py's prediction (decode once, eval transform, soft-voting bookkeeping,
-process sharding) against a bare eval loop (PIL open, resize, ToTensor, Normalize, forward, softmax)
+process sharding) against a bare eval loop (PIL open, resize, to tensor, forward, softmax)
 on the same model, batch size, worker count and input size, no TTA. Side by side, best of --repeats.
 
     python bench/infer.py [--model tf_efficientnet_lite0] [--size 192 144] [--cache-size 192 144] [--json]
@@ -51,7 +51,7 @@ def ours(run: Path, paths, batch: int, workers: int) -> float:
 @torch.inference_mode()
 def bare(model_name: str, resolved: dict, paths, batch: int, workers: int, device: str) -> float:
     model = create_model(model_name, "multihead").to(device).eval()
-    ds = BaselineImages(paths, [0] * len(paths), resolved["image_size"], resolved["mean"], resolved["std"])
+    ds = BaselineImages(paths, [0] * len(paths), resolved["image_size"], None, None)  # the model normalizes
     start = time.perf_counter()
     for x, _ in DataLoader(ds, batch_size=batch, num_workers=workers):
         probabilities(model(x.to(device)), "multihead")["class"].cpu()

@@ -2,7 +2,8 @@
 
 The baseline way (the official baseline's): PIL-open the original 384x512 file every time, resize,
 ToTensor, Normalize. Both loaders give the same output size, batch size and worker count, and are
-measured side by side in one run (alternating, best of --repeats).
+measured side by side in one run (alternating, best of --repeats). maskds' loader ships uint8
+tensors and normalizes inside the model, on the device; the baseline normalizes in its workers.
 
     python bench/loader.py [--json] [--persons 60] [--config configs/demo.yaml]
 """
@@ -33,7 +34,8 @@ class BaselineImages(Dataset):
 
     def __init__(self, paths: list[Path], labels: list[int], size_hw, mean, std):
         self.paths, self.labels = paths, labels
-        self.transform = T.Compose([T.Resize(tuple(size_hw)), T.ToTensor(), T.Normalize(mean, std)])
+        tail = [T.ToTensor(), T.Normalize(mean, std)] if mean is not None else [T.PILToTensor()]
+        self.transform = T.Compose([T.Resize(tuple(size_hw)), *tail])
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -76,7 +78,7 @@ def main(argv=None) -> int:
     table, _ = load_train_split(cache)
     labels = class_labels(table, cfg.age_thresholds)
     rows = fold_split(table, 0).train
-    ours = CachedImages(table, rows, labels, train_transform(size, dc["mean"], dc["std"], cfg.augment))
+    ours = CachedImages(table, rows, labels, train_transform(size, cfg.augment))
     paths = [data / table[int(r)]["path"] for r in rows]
     base = BaselineImages(paths, [int(labels[r]) for r in rows], size, dc["mean"], dc["std"])
     loaders = {name: make_loader(ds, cfg.batch_size, train=True, num_workers=cfg.num_workers, pin_memory=False)

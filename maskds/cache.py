@@ -24,7 +24,6 @@ from .counts import counts, print_summary
 
 FORMAT_VERSION = 1
 META_NAME = "maskds_cache.json"
-JPEG_QUALITY = 95
 TRAIN_FEATURES = datasets.Features({
     "image": datasets.Image(), "person_id": datasets.Value("string"), "mask": datasets.Value("int64"),
     "gender": datasets.Value("int64"), "race": datasets.Value("string"), "age": datasets.Value("int64"),
@@ -43,7 +42,7 @@ def _encode_one(task: tuple[str, tuple[int, int] | None]) -> tuple[bool, bytes |
         if size_hw is None:  # decode-only check
             images.open_rgb(path)
             return True, b""
-        return True, images.encode_jpeg(images.prepare(path, size_hw), JPEG_QUALITY)
+        return True, images.cache_bytes(path, size_hw)
     except Exception as err:  # any decoder failure is a bad input file, reported with its path
         return False, f"{type(err).__name__}: {err}"
 

@@ -19,6 +19,7 @@ from .config import TrainConfig, load_config, save_config
 from .data import CachedImages, class_labels, fold_split, load_train_split, make_loader, seed_main_process_epoch
 from .engine import evaluate, train_one_epoch
 from .errors import UserError
+from .launch import use_cpu
 from .losses import MaskLoss
 from .model import create_model, resolve_data_config
 from .transforms import eval_transform, train_transform
@@ -80,21 +81,6 @@ def plan_folds(config: TrainConfig, available: list[int]) -> list[tuple[int, Pat
         _check_fold_dir(fold_dir, config.resume, config)
         plan.append((k, fold_dir, resume_dir(config.resume, fold_dir)))
     return plan
-
-
-def use_cpu() -> bool:
-    """Whether accelerate must run on the CPU (and so use gloo when processes > 1).
-
-    `accelerate launch` starts multi-process runs through torchrun, which (accelerate 1.15) does not
-    pass a launch config's `use_cpu: true` on to the processes; without it a machine with no
-    accelerator comes up as one non-distributed process per rank. So: CPU when asked through the
-    environment, or when there is nothing else.
-    """
-    from accelerate.utils import is_mps_available, is_npu_available, is_xpu_available, parse_flag_from_env
-
-    if parse_flag_from_env("ACCELERATE_USE_CPU"):
-        return True
-    return not (torch.cuda.is_available() or is_mps_available() or is_xpu_available() or is_npu_available())
 
 
 def make_accelerator(config: TrainConfig, fold_dir: Path):
@@ -163,15 +149,16 @@ def _fold_setup(config: TrainConfig, accelerator, table, meta, fold: int):
     """Model (+EMA, fp32, from the unwrapped model), datasets and loaders of one fold, not yet prepared."""
     from timm.utils import ModelEmaV3
 
-    model = create_model(config.model, config.head, config.pretrained, config.pretrained_mapping, config.drop_rate)
+    model = create_model(config.model, config.head, config.pretrained, config.pretrained_mapping, config.drop_rate,
+                         config.mean, config.std)
     resolved = {"model": config.model, "head": config.head,
                 **resolve_data_config(model, config.image_size, config.mean, config.std),
                 "cache_size": list(meta["args"]["size"]), "age_thresholds": list(config.age_thresholds)}
     labels = class_labels(table, config.age_thresholds)
     split = fold_split(table, fold, config.drop_ages)
-    size, mean, std = resolved["image_size"], resolved["mean"], resolved["std"]
-    train_ds = CachedImages(table, split.train, labels, train_transform(size, mean, std, config.augment))
-    val_ds = CachedImages(table, split.val, labels, eval_transform(size, mean, std))
+    size = resolved["image_size"]  # mean/std are applied inside the model (model.Normalize)
+    train_ds = CachedImages(table, split.train, labels, train_transform(size, config.augment))
+    val_ds = CachedImages(table, split.val, labels, eval_transform(size))
     pin, rank = accelerator.device.type == "cuda", accelerator.process_index
     loaders = (make_loader(train_ds, config.batch_size, True, config.num_workers, pin, rank),
                make_loader(val_ds, config.batch_size * 2, False, config.num_workers, pin, rank))

@@ -62,6 +62,19 @@ def encode_jpeg(img: Image.Image, quality: int = 95) -> bytes:
     return buf.getvalue()
 
 
+def cache_bytes(source: str | Path | bytes, size_hw: tuple[int, int] | None) -> bytes:
+    """What `maskds build` stores for an image: upright RGB, resized once, JPEG-encoded."""
+    return encode_jpeg(prepare(source, size_hw))
+
+
+def cached_pixels(source: str | Path | bytes, size_hw: tuple[int, int] | None) -> np.ndarray:
+    """The pixels a training loader sees for this image: `decode_cached(cache_bytes(...))`.
+
+    Inference uses it on raw eval files so the model gets exactly the pipeline it was trained on.
+    """
+    return decode_cached(cache_bytes(source, size_hw))
+
+
 def decode_cached(data: bytes) -> np.ndarray:
     """Decode cache bytes (already upright RGB) to an HxWx3 uint8 array, fast path for loaders."""
     import cv2  # installed with albumentations; decodes JPEG faster than PIL

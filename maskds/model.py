@@ -1,4 +1,4 @@
-"""The classifier: a timm backbone (no classifier) + dropout + a linear head of 8 (3|2|3) or 18 logits."""
+"""The classifier: normalization + a timm backbone (no classifier) + dropout + a linear head of 8 (3|2|3) or 18 logits."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -11,23 +11,41 @@ from .errors import UserError
 from .heads import check_head, num_outputs
 
 
+class Normalize(nn.Module):
+    """(x - 255 mean) / (255 std) for uint8 (or 0..255 float) images [B, 3, H, W], on the model's device.
+
+    Loaders ship uint8 tensors (a quarter of float32's bytes through worker pipes and to the GPU),
+    and the mean/std travel inside every checkpoint's state_dict, so inference cannot get them wrong.
+    """
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor([float(v) * 255.0 for v in mean]).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor([float(v) * 255.0 for v in std]).view(1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.float() - self.mean) / self.std
+
+
 class MaskClassifier(nn.Module):
-    """Backbone features -> dropout -> logits [B, heads.num_outputs(head)].
+    """uint8 images -> Normalize -> backbone features -> dropout -> logits [B, heads.num_outputs(head)].
 
     For `multihead` the 8 columns are the mask (3), gender (2) and age (3) heads side by side
     (`heads.SLICES`): one Linear is the same as three separate ones and one matmul cheaper.
     """
 
-    def __init__(self, backbone: nn.Module, head: str, drop_rate: float = 0.0):
+    def __init__(self, backbone: nn.Module, head: str, drop_rate: float = 0.0,
+                 mean: Sequence[float] = (0.5, 0.5, 0.5), std: Sequence[float] = (0.5, 0.5, 0.5)):
         super().__init__()
         check_head(head)
         self.head_type = head
+        self.normalize = Normalize(mean, std)
         self.backbone = backbone
         self.drop = nn.Dropout(drop_rate)
         self.classifier = nn.Linear(backbone.num_features, num_outputs(head))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.drop(self.backbone(x)))
+        return self.classifier(self.drop(self.backbone(self.normalize(x))))
 
 
 def create_model(
@@ -36,11 +54,14 @@ def create_model(
     pretrained: str = "none",
     pretrained_mapping: str = "auto",
     drop_rate: float = 0.0,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
 ) -> nn.Module:
-    """Build the classifier on `timm.create_model(model_name)`.
+    """Build the classifier on `timm.create_model(model_name)`; it takes uint8 images and normalizes them.
 
     pretrained: "hub" (timm's download), "none", or a local file / "preset:<name>" loaded by
-    `maskds.pretrained.load_backbone_weights` with `pretrained_mapping`.
+    `maskds.pretrained.load_backbone_weights` with `pretrained_mapping`. mean/std: None = the
+    backbone's pretrained config (see `resolve_data_config`).
     """
     if not timm.is_model(model_name):
         raise UserError(f"model: {model_name!r} is not a timm model name (see timm.list_models())")
@@ -49,7 +70,8 @@ def create_model(
         from .pretrained import load_backbone_weights  # only needed for local / preset weights
 
         load_backbone_weights(backbone, source=pretrained, mapping=pretrained_mapping)
-    return MaskClassifier(backbone, head, drop_rate)
+    norm = resolve_data_config(backbone, None, mean, std)
+    return MaskClassifier(backbone, head, drop_rate, norm["mean"], norm["std"])
 
 
 def resolve_data_config(

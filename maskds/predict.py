@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .errors import UserError
 from .heads import HEAD_TYPES, probabilities
-from .images import prepare
+from .images import cached_pixels
 from .voting import KEYS, WIDTHS, Probs, combine_folds
 
 
@@ -20,9 +20,7 @@ class ViewParams:
     """What a model's input depends on; models with equal ViewParams share one transformed batch."""
 
     cache_size: tuple[int, int]   # (H, W) images are decoded and resized to once, as at build
-    image_size: tuple[int, int]   # (H, W) the model sees
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
+    image_size: tuple[int, int]   # (H, W) the model sees (normalization is inside the model)
 
 
 @dataclass
@@ -40,15 +38,14 @@ class Member:
 def make_accelerator():
     """Accelerator for inference: process count and precision come from the launch config.
 
-    accelerate 1.15's torchrun-based launch does not pass a config's `use_cpu: true` on to the
-    processes, so a machine with no accelerator would come up as N independent single processes
-    (each predicting everything). Ask for the CPU explicitly when there is nothing else.
+    `cpu=use_cpu()`: without it a multi-process launch on a machine with no accelerator comes up
+    as N independent single processes, each predicting everything (see `maskds.launch`).
     """
     from accelerate import Accelerator
-    from accelerate.utils import is_mps_available, is_npu_available, is_xpu_available, parse_flag_from_env
 
-    has_device = torch.cuda.is_available() or is_mps_available() or is_xpu_available() or is_npu_available()
-    return Accelerator(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not has_device)
+    from .launch import use_cpu
+
+    return Accelerator(cpu=use_cpu())
 
 
 def view_params(resolved: dict, where: str | Path) -> ViewParams:
@@ -57,8 +54,6 @@ def view_params(resolved: dict, where: str | Path) -> ViewParams:
         return ViewParams(
             cache_size=(int(resolved["cache_size"][0]), int(resolved["cache_size"][1])),
             image_size=(int(resolved["image_size"][0]), int(resolved["image_size"][1])),
-            mean=tuple(float(v) for v in resolved["mean"]),
-            std=tuple(float(v) for v in resolved["std"]),
         )
     except (KeyError, TypeError, IndexError, ValueError) as err:
         raise UserError(f"checkpoint {where}: its 'resolved' metadata lacks or garbles {err}; "
@@ -69,7 +64,7 @@ def build_transform(view: ViewParams):
     """The eval transform the model was validated with: `transforms.eval_transform`, as training calls it."""
     from .transforms import eval_transform
 
-    return eval_transform(list(view.image_size), list(view.mean), list(view.std))
+    return eval_transform(list(view.image_size))
 
 
 def load_member(run: int, fold: int, path: Path, device: torch.device) -> Member:
@@ -83,7 +78,7 @@ def load_member(run: int, fold: int, path: Path, device: torch.device) -> Member
     if not isinstance(name, str) or head not in HEAD_TYPES:
         raise UserError(f"checkpoint {path}: metadata names no valid model/head (model={name!r}, head={head!r})")
     # pretrained="none": the checkpoint holds every weight, and inference never touches a hub.
-    model = create_model(name, head, pretrained="none")
+    model = create_model(name, head, pretrained="none", mean=best.resolved.get("mean"), std=best.resolved.get("std"))
     try:
         model.load_state_dict(best.state_dict, strict=True)
     except RuntimeError as err:
@@ -116,9 +111,9 @@ class EvalImages(Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int):
-        # The decode + resize of `maskds build` (images.prepare), so the model sees cache-like pixels.
+        # The pixels training saw: build's decode + resize + JPEG, decoded as the training loader does.
         try:
-            arr = np.asarray(prepare(self.paths[i], self.cache_size))
+            arr = cached_pixels(self.paths[i], self.cache_size)
         except (OSError, ValueError, SyntaxError) as err:  # header parsed up front, pixels broken
             raise UserError(f"image {self.paths[i]} cannot be decoded ({err}); replace or re-download it") from None
         return i, [t(image=arr)["image"] for t in self.transforms]

@@ -51,9 +51,9 @@ def test_metadata_is_plain_strings_in_the_documented_format(tmp_path):
 
 def test_eval_transform_rebuilt_from_the_checkpoint_equals_the_training_one(tmp_path):
     path, _, _, resolved = _best(tmp_path)
-    training = eval_transform(resolved["image_size"], resolved["mean"], resolved["std"])
+    training = eval_transform(resolved["image_size"])
     r = read_best(path).resolved
-    rebuilt = eval_transform(r["image_size"], r["mean"], r["std"])
+    rebuilt = eval_transform(r["image_size"])
     img = np.random.default_rng(0).integers(0, 256, size=(96, 72, 3), dtype=np.uint8)
     assert torch.equal(training(image=img)["image"], rebuilt(image=img)["image"])
     assert A.to_dict(training) == A.to_dict(rebuilt)

@@ -44,7 +44,7 @@ def test_fold_split_is_by_person_and_drops_ages_from_training_only(table):
 
 def test_cached_images_decode_bytes_to_transformed_tensors(table):
     labels_ = class_labels(table, [30, 60])
-    ds = CachedImages(table, np.array([0, 5]), labels_, eval_transform([32, 24], [0.5] * 3, [0.5] * 3))
+    ds = CachedImages(table, np.array([0, 5]), labels_, eval_transform([32, 24]))
     x, y = ds[1]
     assert tuple(x.shape) == (3, 32, 24) and y == labels_[5]
 
@@ -54,7 +54,7 @@ class _SameImage(Dataset):
 
     def __init__(self, n=8):
         self.img = np.random.default_rng(0).integers(0, 256, size=(48, 36, 3), dtype=np.uint8)
-        self.transform = train_transform([48, 36], [0.5] * 3, [0.5] * 3, "strong")
+        self.transform = train_transform([48, 36], "strong")
         self.n = n
 
     def __len__(self):
@@ -102,6 +102,6 @@ def test_without_workers_each_epoch_is_reseeded_from_torch():
 
 
 def test_training_loader_drops_the_last_partial_batch_and_shuffles(table):
-    ds = CachedImages(table, np.arange(10), class_labels(table, [30, 60]), eval_transform([16, 12], [0.5] * 3, [0.5] * 3))
+    ds = CachedImages(table, np.arange(10), class_labels(table, [30, 60]), eval_transform([16, 12]))
     loader = make_loader(ds, batch_size=4, train=True, num_workers=0, pin_memory=False)
     assert len(loader) == 2 and isinstance(loader.sampler, torch.utils.data.RandomSampler)

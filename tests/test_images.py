@@ -85,3 +85,16 @@ def test_prepare_takes_height_then_width():
 def test_decode_cached_matches_general_decoder():
     data = images.encode_jpeg(_upright())
     assert np.abs(images.decode_cached(data).astype(int) - images.load_rgb(data)).max() <= 2
+
+
+def test_inference_pixels_equal_what_the_training_loader_decodes_from_the_cache(synth_data, tiny_cache):
+    import datasets
+
+    from maskds.cache import load_cache
+
+    dsd, meta = load_cache(tiny_cache)
+    train = dsd["train"].cast_column("image", datasets.Image(decode=False))
+    for row in (train[0], train[len(train) - 1]):
+        from_cache = images.decode_cached(row["image"]["bytes"])
+        from_raw = images.cached_pixels(synth_data / row["path"], tuple(meta["args"]["size"]))
+        assert np.array_equal(from_cache, from_raw)

@@ -10,7 +10,7 @@ from PIL import Image
 from maskds import heads
 from maskds.checkpoint import read_best, save_best
 from maskds.config import TrainConfig
-from maskds.images import prepare
+from maskds.images import cached_pixels
 from maskds.inference import main
 from maskds.model import create_model
 from maskds.predict import build_transform, shard_batches, view_params
@@ -63,8 +63,8 @@ def manual_run_probs(run, data, ids, tta: bool) -> dict[str, np.ndarray]:
         model = create_model(r["model"], r["head"])
         model.load_state_dict(best.state_dict)
         model.eval()
-        tf = eval_transform(r["image_size"], r["mean"], r["std"])
-        x = torch.stack([tf(image=np.asarray(prepare(data / "images" / i, r["cache_size"])))["image"] for i in ids])
+        tf = eval_transform(r["image_size"])
+        x = torch.stack([tf(image=cached_pixels(data / "images" / i, r["cache_size"]))["image"] for i in ids])
         with torch.no_grad():
             views = [heads.probabilities(model(x), r["head"])]
             if tta:
@@ -146,7 +146,7 @@ def test_transform_from_checkpoint_equals_training_eval_transform(tmp_path):
     view = view_params(resolved, "x")
     assert view.image_size == (40, 32) and view.cache_size == (48, 36)  # (H, W), never swapped
     ours = build_transform(view)
-    training = eval_transform(resolved["image_size"], resolved["mean"], resolved["std"])  # as fit.py calls it
+    training = eval_transform(resolved["image_size"])  # as fit.py calls it
     assert ours.to_dict() == training.to_dict()
     img = np.random.default_rng(1).integers(0, 256, (48, 36, 3), dtype=np.uint8)
     out = ours(image=img)["image"]
@@ -200,7 +200,7 @@ def test_each_image_is_decoded_once_per_cache_size(tmp_path, eval_dir, monkeypat
     import maskds.predict as predict
 
     calls = []
-    monkeypatch.setattr(predict, "prepare", lambda p, size: calls.append(size) or prepare(p, size))
+    monkeypatch.setattr(predict, "cached_pixels", lambda p, size: calls.append(size) or cached_pixels(p, size))
     a = make_run(tmp_path / "a", folds=(0, 1), image_size=(40, 32), cache_size=(48, 36))
     b = make_run(tmp_path / "b", folds=(0,), image_size=(24, 24), cache_size=(48, 36))   # same cache size
     c = make_run(tmp_path / "c", folds=(0,), image_size=(40, 32), cache_size=(44, 33))   # another one

@@ -43,3 +43,17 @@ def test_data_config_values_win_else_the_models_pretrained_config():
     assert auto == {"image_size": [160, 160], "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}
     set_ = resolve_data_config(model, [64, 48], [0.1, 0.2, 0.3], [1, 1, 1])
     assert set_ == {"image_size": [64, 48], "mean": [0.1, 0.2, 0.3], "std": [1.0, 1.0, 1.0]}
+
+
+def test_the_model_normalizes_uint8_images_with_its_mean_and_std():
+    model = create_model("test_efficientnet", "multihead", mean=[0.5, 0.4, 0.3], std=[0.25, 0.5, 1.0])
+    img = torch.full((1, 3, 4, 4), 255, dtype=torch.uint8)
+    out = model.normalize(img)
+    expected = torch.tensor([(1 - 0.5) / 0.25, (1 - 0.4) / 0.5, (1 - 0.3) / 1.0]).view(1, 3, 1, 1).expand(1, 3, 4, 4)
+    assert torch.allclose(out, expected)
+    assert torch.allclose(model.state_dict()["normalize.std"].flatten(), torch.tensor([63.75, 127.5, 255.0]))
+
+
+def test_default_normalization_is_the_backbones_pretrained_config():
+    model = create_model("tf_efficientnet_lite0", "single")  # timm's tf lite models use mean = std = 0.5
+    assert torch.allclose(model.normalize.mean.flatten(), torch.full((3,), 127.5))
