@@ -1,7 +1,6 @@
-"""Torch datasets over the arrow cache: fold split, 18-class labels, lazy decoding, seeded workers."""
+"""Torch datasets over the arrow cache: fold split, 18-class labels, lazy decoding, per-sample augmentation seeds."""
 from __future__ import annotations
 
-import functools
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,52 +54,51 @@ def fold_split(table: datasets.Dataset, fold: int, drop_ages: Sequence[int] = ()
 
 
 class CachedImages(Dataset):
-    """(image tensor, 18-class id) for chosen rows; JPEG bytes are decoded here, inside workers."""
+    """(uint8 image tensor, 18-class id) for chosen rows; JPEG bytes are decoded here, inside workers.
 
-    def __init__(self, table: datasets.Dataset, rows: np.ndarray, labels: np.ndarray, transform: Callable):
+    Augmentations are seeded per sample from (seed, epoch, index), not per worker: every sample draws
+    its own, each epoch draws anew, and the draw does not depend on which worker or process loads it.
+    So workers may persist across epochs (no restart cost), and a resumed run sees exactly the
+    augmentations of an uninterrupted one. The epoch sits in shared memory so that persistent
+    workers see `set_epoch`.
+    """
+
+    def __init__(self, table: datasets.Dataset, rows: np.ndarray, labels: np.ndarray, transform: Callable,
+                 seed: int = 0):
         self.images = table.select_columns(["image"])
         self.rows = np.asarray(rows, dtype=np.int64)
         self.labels = np.asarray(labels, dtype=np.int64)[self.rows]
         self.transform = transform
+        self.seed = int(seed)
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch's augmentations; call it before `iter(loader)` (workers prefetch at once)."""
+        self._epoch.fill_(int(epoch))
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         raw = self.images[int(self.rows[i])]["image"]["bytes"]
+        seed_sample(self.transform, self.seed, int(self._epoch), i)
         image = self.transform(image=images.decode_cached(raw))["image"]
         return image, int(self.labels[i])
 
 
-def seed_augmentations(dataset: Dataset, seed: int) -> None:
-    """Seed python, numpy and the dataset's albumentations Compose (which keeps its own RNG)."""
-    seed = seed % 2**32
-    random.seed(seed)
-    np.random.seed(seed)
-    transform = getattr(dataset, "transform", None)
-    if hasattr(transform, "set_random_seed"):
-        transform.set_random_seed(seed)
+def seed_sample(transform, seed: int, epoch: int, index: int) -> None:
+    """Give an albumentations Compose (and, through it, its transforms) RNGs for one sample of one epoch.
 
-
-def seed_worker(worker_id: int, rank: int = 0) -> None:
-    """DataLoader worker_init_fn: a seed per worker, per epoch and per process.
-
-    `torch.initial_seed()` in a worker is the loader's base seed (drawn anew from the main
-    process's torch RNG at every epoch) + worker_id; `rank` keeps processes apart.
+    One shared generator pair, set with `set_random_state`: `set_random_seed` would build a pair per
+    transform, 5x slower, and give every transform the same stream.
     """
-    info = torch.utils.data.get_worker_info()
-    seed_augmentations(info.dataset, torch.initial_seed() + 1_000_003 * rank)
+    if hasattr(transform, "set_random_state"):
+        rng = np.random.default_rng([seed, epoch, index])
+        transform.set_random_state(rng, random.Random(int(rng.integers(2**63))))
 
 
-def seed_main_process_epoch(dataset: Dataset, rank: int) -> None:
-    """With num_workers=0 no worker_init_fn runs: draw the epoch's seed from torch's RNG here instead."""
-    base = int(torch.empty((), dtype=torch.int64).random_().item())
-    seed_augmentations(dataset, base + 1_000_003 * rank)
-
-
-def make_loader(dataset: Dataset, batch_size: int, train: bool, num_workers: int, pin_memory: bool,
-                rank: int = 0) -> DataLoader:
-    """DataLoader with per-worker seeding; training shuffles and drops the last partial batch."""
+def make_loader(dataset: Dataset, batch_size: int, train: bool, num_workers: int, pin_memory: bool) -> DataLoader:
+    """DataLoader with persistent workers; training shuffles and drops the last partial batch."""
     return DataLoader(
         dataset,
         batch_size=batch_size,
@@ -108,6 +106,9 @@ def make_loader(dataset: Dataset, batch_size: int, train: bool, num_workers: int
         drop_last=train and len(dataset) >= batch_size,  # a 1-image batch breaks BatchNorm
         num_workers=num_workers,
         pin_memory=pin_memory,
-        worker_init_fn=functools.partial(seed_worker, rank=rank),
-        persistent_workers=False,  # workers must restart each epoch to draw new seeds
+        # Seeds are per sample (CachedImages), so workers need no restart per epoch to draw anew.
+        persistent_workers=num_workers > 0,
+        # Its own generator: starting workers (once, when they persist) then never draws from the
+        # global torch RNG that dropout uses, so a resumed run matches an uninterrupted one.
+        generator=torch.Generator().manual_seed(0),
     )

@@ -16,7 +16,7 @@ import yaml
 from . import console
 from .checkpoint import resume_dir, save_best, save_state_atomic
 from .config import TrainConfig, load_config, save_config
-from .data import CachedImages, class_labels, fold_split, load_train_split, make_loader, seed_main_process_epoch
+from .data import CachedImages, class_labels, fold_split, load_train_split, make_loader
 from .engine import evaluate, train_one_epoch
 from .errors import UserError
 from .launch import use_cpu
@@ -157,11 +157,11 @@ def _fold_setup(config: TrainConfig, accelerator, table, meta, fold: int):
     labels = class_labels(table, config.age_thresholds)
     split = fold_split(table, fold, config.drop_ages)
     size = resolved["image_size"]  # mean/std are applied inside the model (model.Normalize)
-    train_ds = CachedImages(table, split.train, labels, train_transform(size, config.augment))
+    train_ds = CachedImages(table, split.train, labels, train_transform(size, config.augment), seed=config.seed)
     val_ds = CachedImages(table, split.val, labels, eval_transform(size))
-    pin, rank = accelerator.device.type == "cuda", accelerator.process_index
-    loaders = (make_loader(train_ds, config.batch_size, True, config.num_workers, pin, rank),
-               make_loader(val_ds, config.batch_size * 2, False, config.num_workers, pin, rank))
+    pin = accelerator.device.type == "cuda"
+    loaders = (make_loader(train_ds, config.batch_size, True, config.num_workers, pin),
+               make_loader(val_ds, config.batch_size * 2, False, config.num_workers, pin))
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     model = model.to(accelerator.device)
@@ -210,9 +210,8 @@ def train_fold(config: TrainConfig, table, meta, fold: int, fold_dir: Path, stat
     accelerator.init_trackers("tensorboard", config={**hparams, "fold": fold})
     first = progress.epoch
     for epoch in range(first, config.epochs):
-        train_loader.set_epoch(epoch)
-        if config.num_workers == 0:
-            seed_main_process_epoch(train_ds, accelerator.process_index)
+        train_loader.set_epoch(epoch)  # shuffling (seedable sampler)
+        train_ds.set_epoch(epoch)      # augmentations (per-sample seeds)
         with console.train_progress(accelerator.is_main_process, f"fold {fold} epoch {epoch + 1}/{config.epochs}",
                                     n_batches, config.batch_size * accelerator.num_processes) as on_progress:
             result = train_one_epoch(accelerator, model, ema, loss_fn, optimizer, scheduler, train_loader,

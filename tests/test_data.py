@@ -1,12 +1,10 @@
-"""Data tests: labels from raw ages, person-level fold split, lazy decoding, per-worker/per-epoch seeding."""
+"""Data tests: labels from raw ages, person-level fold split, lazy decoding, per-sample/per-epoch seeding."""
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import Dataset
 
 from maskds import labels
-from maskds.data import (CachedImages, class_labels, fold_split, load_train_split, make_loader,
-                         seed_main_process_epoch)
+from maskds.data import CachedImages, class_labels, fold_split, load_train_split, make_loader
 from maskds.errors import UserError
 from maskds.transforms import eval_transform, train_transform
 
@@ -49,56 +47,43 @@ def test_cached_images_decode_bytes_to_transformed_tensors(table):
     assert tuple(x.shape) == (3, 32, 24) and y == labels_[5]
 
 
-class _SameImage(Dataset):
-    """One fixed photo, augmented: any difference between items comes from the augmentation RNG."""
-
-    def __init__(self, n=8):
-        self.img = np.random.default_rng(0).integers(0, 256, size=(48, 36, 3), dtype=np.uint8)
-        self.transform = train_transform([48, 36], "strong")
-        self.n = n
-
-    def __len__(self):
-        return self.n
-
-    def __getitem__(self, i):
-        return self.transform(image=self.img)["image"], 0
+def _same_image(table, n=8, seed=0):
+    """n samples that are all row 0: any difference between them comes from the augmentation RNG."""
+    return CachedImages(table, np.zeros(n, dtype=np.int64), class_labels(table, [30, 60]),
+                        train_transform([48, 36], "strong"), seed=seed)
 
 
-def _epoch(loader):
+def _epoch(ds, num_workers, epoch=None, loader=None):
+    if epoch is not None:
+        ds.set_epoch(epoch)
+    loader = loader or make_loader(ds, batch_size=1, train=False, num_workers=num_workers, pin_memory=False)
     return [x[0] for x, _ in loader]
 
 
-def test_workers_and_epochs_draw_different_augmentations_and_repeat_under_the_same_seed():
-    ds = _SameImage()
+def test_samples_workers_and_epochs_draw_different_augmentations(table):
+    ds = _same_image(table)
+    e0 = _epoch(ds, num_workers=2, epoch=0)
+    assert not torch.equal(e0[0], e0[1])  # items 0 and 1, loaded by workers 0 and 1
+    assert len({x.numpy().tobytes() for x in e0}) == len(e0)
+    e1 = _epoch(ds, num_workers=2, epoch=1)
+    assert not any(torch.equal(a, b) for a, b in zip(e0, e1))  # every sample draws anew next epoch
+    assert all(torch.equal(a, b) for a, b in zip(e0, _epoch(ds, num_workers=2, epoch=0)))  # and repeats
+
+
+def test_augmentations_do_not_depend_on_workers_and_persistent_workers_see_the_epoch(table):
+    ds = _same_image(table)
     loader = make_loader(ds, batch_size=1, train=False, num_workers=2, pin_memory=False)
-    torch.manual_seed(0)
-    e0, e1 = _epoch(loader), _epoch(loader)
-    assert not torch.equal(e0[0], e0[1])   # items 0 and 1 come from workers 0 and 1
-    assert not torch.equal(e0[0], e1[0])   # the same worker, next epoch
-    torch.manual_seed(0)                   # what resume restores: the main process's torch RNG
-    assert all(torch.equal(a, b) for a, b in zip(e0, _epoch(loader)))
+    assert loader.persistent_workers
+    _epoch(ds, 2, epoch=0, loader=loader)
+    with_workers = _epoch(ds, 2, epoch=1, loader=loader)  # the same (persistent) workers, epoch 1
+    in_process = _epoch(ds, 0, epoch=1)
+    assert all(torch.equal(a, b) for a, b in zip(with_workers, in_process))
 
 
-def test_processes_draw_different_augmentations():
-    ds = _SameImage(2)
-    firsts = []
-    for rank in (0, 1):
-        torch.manual_seed(0)  # the same seed on every process
-        firsts.append(_epoch(make_loader(ds, 1, False, 1, False, rank=rank))[0])
-    assert not torch.equal(firsts[0], firsts[1])
-
-
-def test_without_workers_each_epoch_is_reseeded_from_torch():
-    ds = _SameImage(2)
-    loader = make_loader(ds, 1, False, 0, False)
-    torch.manual_seed(0)
-    seed_main_process_epoch(ds, rank=0)
-    e0 = _epoch(loader)
-    seed_main_process_epoch(ds, rank=0)
-    e1 = _epoch(loader)
-    torch.manual_seed(0)
-    seed_main_process_epoch(ds, rank=0)
-    assert not torch.equal(e0[0], e1[0]) and torch.equal(e0[0], _epoch(loader)[0])
+def test_the_run_seed_changes_the_augmentations(table):
+    a = _epoch(_same_image(table, 2, seed=0), 0, epoch=0)
+    b = _epoch(_same_image(table, 2, seed=1), 0, epoch=0)
+    assert not torch.equal(a[0], b[0])
 
 
 def test_training_loader_drops_the_last_partial_batch_and_shuffles(table):
