@@ -64,8 +64,8 @@ def main(argv=None) -> int:
     p.add_argument("--cache-size", type=int, nargs=2, default=None, metavar=("H", "W"),
                    help="cache size to build (default: the config's image_size)")
     p.add_argument("--persons", type=int, default=60)
-    p.add_argument("--images", type=int, default=800, help="images per measurement")
-    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--images", type=int, default=3000, help="images per measurement")
+    p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: the config's)")
     p.add_argument("--json", action="store_true", help="print one JSON object only")
     a = p.parse_args(argv)

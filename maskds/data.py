@@ -80,8 +80,16 @@ class CachedImages(Dataset):
         return len(self.rows)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        raw = self.images[int(self.rows[i])]["image"]["bytes"]
-        seed_sample(self.transform, self.seed, int(self._epoch), i)
+        return self._item(i, self.images[int(self.rows[i])]["image"]["bytes"], int(self._epoch))
+
+    def __getitems__(self, indices: list[int]) -> list[tuple[torch.Tensor, int]]:
+        """A whole batch with one arrow read for all its bytes (the DataLoader prefers this when batching)."""
+        column = self.images[[int(self.rows[i]) for i in indices]]["image"]
+        epoch = int(self._epoch)
+        return [self._item(i, cell["bytes"], epoch) for i, cell in zip(indices, column)]
+
+    def _item(self, i: int, raw: bytes, epoch: int) -> tuple[torch.Tensor, int]:
+        seed_sample(self.transform, self.seed, epoch, i)
         image = self.transform(image=images.decode_cached(raw))["image"]
         return image, int(self.labels[i])
 

@@ -79,7 +79,8 @@ def decode_cached(data: bytes) -> np.ndarray:
     """Decode cache bytes (already upright RGB) to an HxWx3 uint8 array, fast path for loaders."""
     import cv2  # installed with albumentations; decodes JPEG faster than PIL
 
-    arr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    # Cache bytes carry no EXIF (build wrote upright pixels), so skip the orientation lookup.
+    arr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR_RGB | cv2.IMREAD_IGNORE_ORIENTATION)
     if arr is None:  # not something OpenCV reads: fall back to the general path
         return load_rgb(data)
-    return cv2.cvtColor(arr, cv2.COLOR_BGR2RGB)
+    return arr
