@@ -19,6 +19,7 @@ from .config import TrainConfig, load_config, save_config
 from .data import CachedImages, class_labels, fold_split, load_train_split, make_loader
 from .engine import evaluate, train_one_epoch
 from .errors import UserError
+from .labels import DEFAULT_AGE_THRESHOLDS
 from .launch import use_cpu
 from .losses import MaskLoss
 from .model import create_model, resolve_data_config
@@ -154,11 +155,13 @@ def _fold_setup(config: TrainConfig, accelerator, table, meta, fold: int):
     resolved = {"model": config.model, "head": config.head,
                 **resolve_data_config(model, config.image_size, config.mean, config.std),
                 "cache_size": list(meta["args"]["size"]), "age_thresholds": list(config.age_thresholds)}
-    labels = class_labels(table, config.age_thresholds)
     split = fold_split(table, fold, config.drop_ages)
     size = resolved["image_size"]  # mean/std are applied inside the model (model.Normalize)
-    train_ds = CachedImages(table, split.train, labels, train_transform(size, config.augment), seed=config.seed)
-    val_ds = CachedImages(table, split.val, labels, eval_transform(size))
+    # Train on the configured age bands (e.g. >= 58 to lift the rare band), but validate on the
+    # competition's (< 30, 30..59, >= 60): the best checkpoint is chosen by the metric that is scored.
+    train_ds = CachedImages(table, split.train, class_labels(table, config.age_thresholds),
+                            train_transform(size, config.augment), seed=config.seed)
+    val_ds = CachedImages(table, split.val, class_labels(table, DEFAULT_AGE_THRESHOLDS), eval_transform(size))
     pin = accelerator.device.type == "cuda"
     loaders = (make_loader(train_ds, config.batch_size, True, config.num_workers, pin),
                make_loader(val_ds, config.batch_size * 2, False, config.num_workers, pin))

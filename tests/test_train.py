@@ -135,3 +135,22 @@ def test_resume_refuses_a_changed_config_and_a_path_for_several_folds(tiny_cache
     (fold_dir / "state").mkdir()
     assert main([*common, "folds=all", f"resume={fold_dir / 'state'}"]) == 2
     assert "folds=[k]" in capsys.readouterr().err
+
+
+def test_training_uses_the_configured_age_bands_and_validation_the_competitions(tiny_cache, tmp_path):
+    import numpy as np
+    from accelerate import Accelerator
+
+    from maskds.data import class_labels
+    from maskds.fit import _fold_setup
+
+    cfg = load_config(ROOT / "configs/demo.yaml", [f"cache={tiny_cache}", f"output_dir={tmp_path}", *TINY,
+                                                   "age_thresholds=[30,45]"])
+    table, meta = load_train_split(tiny_cache)
+    _, _, train_ds, (_, val_loader), resolved = _fold_setup(cfg, Accelerator(cpu=True), table, meta, 0)
+    val_ds = val_loader.dataset
+    moved, competition = class_labels(table, [30, 45]), class_labels(table, [30, 60])
+    assert np.array_equal(train_ds.labels, moved[train_ds.rows])
+    assert np.array_equal(val_ds.labels, competition[val_ds.rows])
+    assert (moved[val_ds.rows] != competition[val_ds.rows]).any()  # some validation person is 45..59
+    assert resolved["age_thresholds"] == [30, 45]
