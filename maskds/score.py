@@ -104,7 +104,10 @@ def print_tables(result: dict, matrix: np.ndarray, submission, plot) -> None:
         cells = [(f"[bold green]{v}[/]" if r == c and v else (str(v) if v else "[dim].[/]"))
                  for c, v in enumerate(matrix[r])]
         cm.add_row(f"{r:2d} {class_name(r)}", *cells)
-    console.print(cm)
+    # 18 count columns need ~130 characters; rich would squeeze them to nothing on an 80-column
+    # (or piped) console, so print the matrix at least that wide.
+    wide = max(console.width, 30 + NUM_CLASSES * (len(str(matrix.max())) + 3))
+    Console(width=wide).print(cm)
     if plot is not None:
         console.print(f"confusion matrix plot: {plot}")
 

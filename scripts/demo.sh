@@ -5,8 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
 DEMO=${DEMO_DIR:-demo}
-PERSONS=${DEMO_PERSONS:-160}
-EVAL_PERSONS=${DEMO_EVAL_PERSONS:-60}
+PERSONS=${DEMO_PERSONS:-100}
+EVAL_PERSONS=${DEMO_EVAL_PERSONS:-40}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(nproc)}
 START=$SECONDS
 
@@ -17,7 +17,7 @@ stage "1/6 synthetic data: $PERSONS train persons, $EVAL_PERSONS eval persons ->
 $BIN/maskds synth "$DEMO/data" --persons "$PERSONS" --eval-persons "$EVAL_PERSONS" --seed 0
 
 stage "2/6 arrow cache with 5 person-level folds -> $DEMO/cache"
-$BIN/maskds build "$DEMO/data" "$DEMO/cache" --size 256 192 --folds 5
+$BIN/maskds build "$DEMO/data" "$DEMO/cache" --size 160 120 --folds 5
 
 stage "3/6 EDA plots -> $DEMO/eda"
 $BIN/maskds eda "$DEMO/data" "$DEMO/eda"
