@@ -10,6 +10,7 @@ tensors and normalizes inside the model, on the device; the baseline normalizes 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -63,7 +64,7 @@ def main(argv=None) -> int:
     p.add_argument("--cache", type=Path, default=None, help="cache of --data (default: build it)")
     p.add_argument("--cache-size", type=int, nargs=2, default=None, metavar=("H", "W"),
                    help="cache size to build (default: the config's image_size)")
-    p.add_argument("--persons", type=int, default=60)
+    p.add_argument("--persons", type=int, default=200, help="synthetic persons when --data is not given")
     p.add_argument("--images", type=int, default=3000, help="images per measurement")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: the config's)")
@@ -73,8 +74,9 @@ def main(argv=None) -> int:
     cfg = load_config(a.config, [f"num_workers={a.workers}"] if a.workers is not None else [])
     dc = resolve_data_config(create_model(cfg.model, cfg.head), cfg.image_size, cfg.mean, cfg.std)
     size = dc["image_size"]
-    data = a.data or synthetic_data(a.persons)
-    cache = a.cache or synthetic_cache(data, tuple(a.cache_size or size))
+    with contextlib.redirect_stdout(sys.stderr if a.json else sys.stdout):  # --json: one line on stdout
+        data = a.data or synthetic_data(a.persons)
+        cache = a.cache or synthetic_cache(data, tuple(a.cache_size or size))
     table, _ = load_train_split(cache)
     labels = class_labels(table, cfg.age_thresholds)
     rows = fold_split(table, 0).train
