@@ -6,6 +6,7 @@ import json
 import math
 import os
 import sys
+import textwrap
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -119,7 +120,15 @@ def batches_per_epoch(loader_len: int, limit: int, accum: int) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """`train.py --config X.yaml key=value ...`: 0 on success, 2 on a user error."""
-    parser = argparse.ArgumentParser(prog="train.py", description="Train maskds folds (run under accelerate launch).")
+    keys = ", ".join(f"{k}={v!r}" for k, v in TrainConfig().to_dict().items())
+    parser = argparse.ArgumentParser(
+        prog="train.py", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Train maskds folds, each validated on its own person-level fold; run it under accelerate:\n"
+        "  accelerate launch --config_file accelerate_configs/cpu.yaml train.py --config configs/demo.yaml "
+        "cache=demo/cache folds=[0,1]\nPrecision and process count come from the launch config "
+        "(accelerate_configs/), everything else from the train config and key=value overrides.",
+        epilog="config keys and their defaults (maskds/config.py documents each one):\n" + textwrap.fill(keys, 100),
+    )
     parser.add_argument("--config", help="YAML train config, e.g. configs/demo.yaml")
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. epochs=5 folds=[0]")
     args = parser.parse_args(argv)
