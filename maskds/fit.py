@@ -17,6 +17,7 @@ import yaml
 from . import console
 from .checkpoint import resume_dir, save_best, save_state_atomic
 from .config import TrainConfig, load_config, save_config
+from .curves import plot_curves
 from .data import CachedImages, class_labels, fold_split, load_train_split, make_loader
 from .engine import evaluate, train_one_epoch
 from .errors import UserError
@@ -260,5 +261,6 @@ def _record_epoch(accelerator, config: TrainConfig, fold_dir: Path, record: dict
         save_best(fold_dir / "best.safetensors", ema.module.state_dict(), config, resolved, info)
     with open(fold_dir / "metrics.jsonl", "a") as f:
         f.write(json.dumps(record) + "\n")
+    plot_curves(fold_dir / "metrics.jsonl", fold_dir / "curves.png")
     console.show(console.epoch_table(fold, record["epoch"], config.epochs, record["train_loss"], record["images_per_s"],
                                      record["raw"], record["ema"], record["best"]))

@@ -34,7 +34,7 @@ def two_proc_run(tiny_cache, tmp_path_factory):
 def test_two_process_run_writes_the_run_folder(two_proc_run):
     fold_dir, r = two_proc_run
     state = {p.name for p in (fold_dir / "state").iterdir()}
-    assert {"config.yaml", "best.safetensors", "metrics.jsonl", "state", "tensorboard"} <= {p.name for p in fold_dir.iterdir()}
+    assert {"config.yaml", "best.safetensors", "metrics.jsonl", "curves.png", "state", "tensorboard"} <= {p.name for p in fold_dir.iterdir()}
     assert {"model.safetensors", "optimizer.bin", "random_states_0.pkl", "random_states_1.pkl"} <= state
     assert len(metrics_lines(fold_dir)) == EPOCHS
     assert list((fold_dir / "tensorboard").rglob("events.out.tfevents.*"))
