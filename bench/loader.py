@@ -5,7 +5,7 @@ ToTensor, Normalize. Both loaders give the same output size, batch size and work
 measured side by side in one run (alternating, best of --repeats). maskds' loader ships uint8
 tensors and normalizes inside the model, on the device; the baseline normalizes in its workers.
 
-    python bench/loader.py [--json] [--persons 60] [--config configs/demo.yaml]
+    python bench/loader.py [--json] [--persons 200] [--config configs/demo.yaml]
 """
 from __future__ import annotations
 

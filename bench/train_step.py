@@ -29,7 +29,9 @@ from maskds.model import create_model  # noqa: E402
 
 def batches(n: int, batch: int, size, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
     g = torch.Generator().manual_seed(seed)
-    return [(torch.randn(batch, 3, *size, generator=g), torch.randint(0, 18, (batch,), generator=g)) for _ in range(n)]
+    # uint8 images, as the loaders deliver them (the model normalizes)
+    return [(torch.randint(0, 256, (batch, 3, *size), generator=g, dtype=torch.uint8),
+             torch.randint(0, 18, (batch,), generator=g)) for _ in range(n)]
 
 
 def sync(device: str) -> None:

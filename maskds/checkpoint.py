@@ -85,6 +85,7 @@ def save_state_atomic(accelerator, fold_dir: str | Path) -> Path:
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         old = Path(fold_dir) / (STATE_DIR + ".old")
+        shutil.rmtree(old, ignore_errors=True)  # left by a run killed while deleting it
         if final.exists():
             final.rename(old)
         tmp.rename(final)

@@ -134,6 +134,8 @@ def _check_values(c: TrainConfig) -> None:
         problems.append(f"head: must be one of {list(HEAD_TYPES)}, got {c.head!r}")
     if isinstance(c.folds, str) and c.folds != "all":
         problems.append(f"folds: must be 'all' or a list of fold ids like [0, 2], got {c.folds!r}")
+    if isinstance(c.folds, list) and (not c.folds or len(set(c.folds)) != len(c.folds) or min(c.folds) < 0):
+        problems.append(f"folds: must list distinct fold ids >= 0, like [0, 2], got {c.folds!r}")
     if c.image_size is not None and (len(c.image_size) != 2 or min(c.image_size) < 8):
         problems.append(f"image_size: must be [height, width] of at least 8 px, got {c.image_size}")
     for key in ("mean", "std"):

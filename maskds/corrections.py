@@ -3,7 +3,7 @@
 File format (YAML mapping, ids quoted so leading zeros survive):
     "004432": {gender: female}
     "000020": {swap: [incorrect_mask, normal]}
-    "000123": {age: 61}
+    "000123": {age: 45}
 Ids that are not in DATA are skipped and reported as a warning, not an error: one file can serve
 several copies or subsets of the data (the default file names real-data ids absent from synthetic data).
 """

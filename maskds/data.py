@@ -64,12 +64,12 @@ class CachedImages(Dataset):
     """
 
     def __init__(self, table: datasets.Dataset, rows: np.ndarray, labels: np.ndarray, transform: Callable,
-                 seed: int = 0):
+                 seed: int | None = 0):
         self.images = table.select_columns(["image"])
         self.rows = np.asarray(rows, dtype=np.int64)
         self.labels = np.asarray(labels, dtype=np.int64)[self.rows]
         self.transform = transform
-        self.seed = int(seed)
+        self.seed = seed  # None: a deterministic (eval) transform, nothing to seed
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
 
     def set_epoch(self, epoch: int) -> None:
@@ -89,7 +89,8 @@ class CachedImages(Dataset):
         return [self._item(i, cell["bytes"], epoch) for i, cell in zip(indices, column)]
 
     def _item(self, i: int, raw: bytes, epoch: int) -> tuple[torch.Tensor, int]:
-        seed_sample(self.transform, self.seed, epoch, i)
+        if self.seed is not None:
+            seed_sample(self.transform, self.seed, epoch, i)
         image = self.transform(image=images.decode_cached(raw))["image"]
         return image, int(self.labels[i])
 

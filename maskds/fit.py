@@ -28,7 +28,7 @@ from .model import create_model, resolve_data_config
 from .transforms import eval_transform, train_transform
 
 # Keys that may change between a killed run and its resume without changing the result.
-RESUME_FREE_KEYS = {"resume", "stop_after_epochs", "num_workers", "log_with"}
+RESUME_FREE_KEYS = {"resume", "stop_after_epochs", "num_workers", "log_with", "folds"}
 
 
 @dataclass
@@ -89,12 +89,14 @@ def plan_folds(config: TrainConfig, available: list[int]) -> list[tuple[int, Pat
 def make_accelerator(config: TrainConfig, fold_dir: Path):
     """Accelerator for one fold: accumulation from the config, precision from the launch config."""
     from accelerate import Accelerator, DataLoaderConfiguration
+    from accelerate.utils import ProjectConfiguration
 
     return Accelerator(
         cpu=use_cpu(),
         gradient_accumulation_steps=config.grad_accum_steps,
         log_with=None if config.log_with == "none" else config.log_with,
-        project_dir=str(fold_dir),
+        # Trackers log under fold<k>/tensorboard/<name>-fold<k> (the project name also names wandb/mlflow runs).
+        project_config=ProjectConfiguration(project_dir=str(fold_dir), logging_dir=str(fold_dir / "tensorboard")),
         # Same shuffling on every process and across resume: seed + epoch, set by set_epoch().
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=config.seed,
                                                   non_blocking=True),
@@ -171,7 +173,8 @@ def _fold_setup(config: TrainConfig, accelerator, table, meta, fold: int):
     # competition's (< 30, 30..59, >= 60): the best checkpoint is chosen by the metric that is scored.
     train_ds = CachedImages(table, split.train, class_labels(table, config.age_thresholds),
                             train_transform(size, config.augment), seed=config.seed)
-    val_ds = CachedImages(table, split.val, class_labels(table, DEFAULT_AGE_THRESHOLDS), eval_transform(size))
+    val_ds = CachedImages(table, split.val, class_labels(table, DEFAULT_AGE_THRESHOLDS), eval_transform(size),
+                          seed=None)
     pin = accelerator.device.type == "cuda"
     loaders = (make_loader(train_ds, config.batch_size, True, config.num_workers, pin),
                make_loader(val_ds, config.batch_size * 2, False, config.num_workers, pin))
@@ -184,22 +187,32 @@ def _fold_setup(config: TrainConfig, accelerator, table, meta, fold: int):
 
 def _start_or_resume(accelerator, config: TrainConfig, fold_dir: Path, state: Path | None,
                      progress: RunProgress) -> None:
-    """Load a saved state (then drop metrics lines of epochs it did not reach) or start the fold folder."""
-    if state is None:
-        if accelerator.is_main_process:
-            fold_dir.mkdir(parents=True, exist_ok=True)
-            save_config(config, fold_dir / "config.yaml")
-        accelerator.wait_for_everyone()
-        return
-    accelerator.load_state(str(state))  # model, optimizer, RNG, and scheduler, EMA, progress (registered)
-    metrics_file = fold_dir / "metrics.jsonl"
-    if accelerator.is_main_process and metrics_file.is_file():
-        lines = [ln for ln in metrics_file.read_text().splitlines() if ln.strip()]
-        kept = [ln for ln in lines if json.loads(ln)["epoch"] < progress.epoch]
-        metrics_file.write_text("".join(ln + "\n" for ln in kept))
+    """Start the fold folder (config.yaml), or load a saved state and keep only the metrics lines of
+    the epochs it reached (also dropping a line half-written by a killed run)."""
+    if state is not None:
+        accelerator.load_state(str(state))  # model, optimizer, RNG, and scheduler, EMA, progress (registered)
     if accelerator.is_main_process:
-        console.show(f"resumed {fold_dir} from {state}: {progress.epoch} epoch(s) done")
+        fold_dir.mkdir(parents=True, exist_ok=True)
+        if not (fold_dir / "config.yaml").is_file():
+            save_config(config, fold_dir / "config.yaml")
+        _keep_metrics_before(fold_dir / "metrics.jsonl", progress.epoch)
+        if state is not None:
+            console.show(f"resumed {fold_dir} from {state}: {progress.epoch} epoch(s) done")
     accelerator.wait_for_everyone()
+
+
+def _keep_metrics_before(metrics_file: Path, epoch: int) -> None:
+    """Drop metrics lines of epochs >= `epoch` (not reached by the state resumed from) and broken lines."""
+    if not metrics_file.is_file():
+        return
+    kept = []
+    for line in metrics_file.read_text().splitlines():
+        try:
+            if json.loads(line)["epoch"] < epoch:
+                kept.append(line)
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue
+    metrics_file.write_text("".join(ln + "\n" for ln in kept))
 
 
 def train_fold(config: TrainConfig, table, meta, fold: int, fold_dir: Path, state: Path | None) -> None:
@@ -210,6 +223,7 @@ def train_fold(config: TrainConfig, table, meta, fold: int, fold_dir: Path, stat
     accelerator = make_accelerator(config, fold_dir)
     set_seed(config.seed)  # same on every process: identical init, so every rank's EMA starts equal
     model, ema, train_ds, (train_loader, val_loader), resolved = _fold_setup(config, accelerator, table, meta, fold)
+    set_seed(config.seed, device_specific=True)  # weights are equal on every process; dropout masks now differ
     optimizer = create_optimizer_v2(model, opt=config.optimizer, lr=config.lr, weight_decay=config.weight_decay)
     model, optimizer, train_loader, val_loader = accelerator.prepare(model, optimizer, train_loader, val_loader)
     n_batches = batches_per_epoch(len(train_loader), config.limit_train_batches, config.grad_accum_steps)
@@ -220,7 +234,7 @@ def train_fold(config: TrainConfig, table, meta, fold: int, fold_dir: Path, stat
     loss_fn = MaskLoss(config.head, config.loss, config.label_smoothing, config.focal_gamma, config.head_weights)
     _start_or_resume(accelerator, config, fold_dir, state, progress)
     hparams = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in config.to_dict().items()}
-    accelerator.init_trackers("tensorboard", config={**hparams, "fold": fold})
+    accelerator.init_trackers(f"{config.name}-fold{fold}", config={**hparams, "fold": fold})
     first = progress.epoch
     for epoch in range(first, config.epochs):
         train_loader.set_epoch(epoch)  # shuffling (seedable sampler)
@@ -261,6 +275,9 @@ def _record_epoch(accelerator, config: TrainConfig, fold_dir: Path, record: dict
         save_best(fold_dir / "best.safetensors", ema.module.state_dict(), config, resolved, info)
     with open(fold_dir / "metrics.jsonl", "a") as f:
         f.write(json.dumps(record) + "\n")
-    plot_curves(fold_dir / "metrics.jsonl", fold_dir / "curves.png")
+    try:
+        plot_curves(fold_dir / "metrics.jsonl", fold_dir / "curves.png")
+    except Exception as err:  # a picture must never stop training
+        console.show(f"[yellow]could not draw {fold_dir / 'curves.png'}: {err}[/]")
     console.show(console.epoch_table(fold, record["epoch"], config.epochs, record["train_loss"], record["images_per_s"],
                                      record["raw"], record["ema"], record["best"]))

@@ -59,7 +59,7 @@ def parse_folder_name(name: str) -> tuple[str, int, str, int]:
     if gender not in labels.GENDER_CODES:
         raise ValueError(f"gender '{m['gender']}' is not male or female")
     if not m["age"].isdigit() or not MIN_AGE <= int(m["age"]) <= MAX_AGE:
-        raise ValueError(f"age '{m['age']}' is not a whole number of years")
+        raise ValueError(f"age '{m['age']}' must be a whole number of years in {MIN_AGE}..{MAX_AGE}")
     return m["id"], labels.GENDER_CODES[gender], m["race"], int(m["age"])
 
 

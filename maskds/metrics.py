@@ -16,8 +16,8 @@ def split_classes(cls: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def scores(y_true, y_pred) -> dict[str, float]:
     """macro_f1 (18 classes), mask_f1, gender_f1, age_f1 (macro per head), accuracy, n.
 
-    Macro F1 averages over every label of the head (all 18 classes), so a class that is never
-    predicted and never present counts as 0 only when it is present in y_true or y_pred.
+    Macro F1 averages over the labels present in y_true or y_pred (sklearn's rule): a class that is
+    neither present nor predicted does not count.
     """
     t = np.asarray(y_true, dtype=np.int64)
     p = np.asarray(y_pred, dtype=np.int64)

@@ -130,7 +130,7 @@ def shard_batches(n: int, batch_size: int, rank: int, world: int) -> list[list[i
 
 
 def forward_views(model: nn.Module, x: torch.Tensor, head: str, views: int, autocast) -> Probs:
-    """One model's probabilities averaged over TTA views (view 2: the normalised batch flipped left-right)."""
+    """One model's probabilities averaged over TTA views (view 2: the batch flipped left-right)."""
     total = None
     for v in range(views):
         with autocast():

@@ -95,3 +95,16 @@ def test_state_is_saved_through_a_temporary_folder_and_replaced(tmp_path):
     assert (tmp_path / "state" / "model.safetensors").stat().st_mtime_ns >= first
     assert sorted(p.name for p in tmp_path.iterdir()) == ["state"]
     assert {"model.safetensors", "optimizer.bin", "random_states_0.pkl"} <= {p.name for p in (tmp_path / "state").iterdir()}
+
+
+def test_a_state_old_left_by_a_killed_save_does_not_block_the_next_save(tmp_path):
+    from accelerate import Accelerator
+
+    acc = Accelerator(cpu=True)
+    net = torch.nn.Linear(2, 2)
+    acc.prepare(net, torch.optim.SGD(net.parameters(), lr=0.1))
+    save_state_atomic(acc, tmp_path)
+    (tmp_path / "state.old").mkdir()   # killed while deleting the previous state
+    (tmp_path / "state.old" / "leftover").write_text("x")
+    save_state_atomic(acc, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state"]

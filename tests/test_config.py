@@ -24,6 +24,8 @@ def test_overrides_are_parsed_as_yaml_and_checked():
     ("head=triple", "head"),              # bad value
     ("stop_after_epochs=-1", "stop_after_epochs"),
     ("age_thresholds=[60,30]", "age_thresholds"),
+    ("folds=[0,0]", "folds"),             # a fold twice would train into one folder twice
+    ("folds=[-1]", "folds"),
 ])
 def test_bad_overrides_name_the_key(override, named):
     with pytest.raises(UserError, match=named):

@@ -154,3 +154,12 @@ def test_training_uses_the_configured_age_bands_and_validation_the_competitions(
     assert np.array_equal(val_ds.labels, competition[val_ds.rows])
     assert (moved[val_ds.rows] != competition[val_ds.rows]).any()  # some validation person is 45..59
     assert resolved["age_thresholds"] == [30, 45]
+
+
+def test_resume_keeps_metrics_of_reached_epochs_and_drops_a_half_written_line(tmp_path):
+    from maskds.fit import _keep_metrics_before
+
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text('{"epoch": 0, "a": 1}\n{"epoch": 1, "a": 2}\n{"epoch": 2, "a": 3}\n{"epoch": 3, "a"')
+    _keep_metrics_before(metrics, 2)
+    assert [line for line in metrics.read_text().splitlines()] == ['{"epoch": 0, "a": 1}', '{"epoch": 1, "a": 2}']
