@@ -13,7 +13,7 @@ echo "== training step: $MODEL ${H}x${W} batch $BATCH bf16 channels_last"
 $PY bench/train_step.py --device cuda --precision bf16 --channels-last --model "$MODEL" --size $H $W --batch $BATCH --steps 30 --repeats 2
 echo "== training step, fp32 for reference"
 $PY bench/train_step.py --device cuda --precision no --model "$MODEL" --size $H $W --batch $BATCH --steps 20 --repeats 1
-echo "== inference: bf16 (ACCELERATE_MIXED_PRECISION) vs bare fp32 loop"
-ACCELERATE_MIXED_PRECISION=bf16 $PY bench/infer.py --model "$MODEL" --size $H $W --persons 400 --batch 128 --workers 16
+echo "== inference: infer.py vs a bare eval loop, both bf16"
+$PY bench/infer.py --precision bf16 --model "$MODEL" --size $H $W --persons 400 --batch 128 --workers 16
 echo "== loader with 16 workers at the competition size (compare with the training step's images/s above)"
 $PY bench/loader.py --config configs/competition.yaml --persons 400 --cache-size $H $W --workers 16 --images 4000

@@ -7,6 +7,7 @@ on the same model, batch size, worker count and input size, no TTA. Side by side
 from __future__ import annotations
 
 import argparse
+import os
 import json
 import sys
 import tempfile
@@ -49,12 +50,15 @@ def ours(run: Path, paths, batch: int, workers: int) -> float:
 
 
 @torch.inference_mode()
-def bare(model_name: str, resolved: dict, paths, batch: int, workers: int, device: str) -> float:
+def bare(model_name: str, resolved: dict, paths, batch: int, workers: int, device: str, precision: str) -> float:
     model = create_model(model_name, "multihead").to(device).eval()
     ds = BaselineImages(paths, [0] * len(paths), resolved["image_size"], None, None)  # the model normalizes
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     start = time.perf_counter()
     for x, _ in DataLoader(ds, batch_size=batch, num_workers=workers):
-        probabilities(model(x.to(device)), "multihead")["class"].cpu()
+        with torch.autocast(device, dtype=dtype or torch.float32, enabled=dtype is not None):
+            logits = model(x.to(device))
+        probabilities(logits, "multihead")["class"].cpu()
     return len(paths) / (time.perf_counter() - start)
 
 
@@ -69,8 +73,11 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--precision", default="no", choices=["no", "bf16", "fp16"],
+                   help="mixed precision of both sides (infer.py takes it from accelerate)")
     p.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
+    os.environ["ACCELERATE_MIXED_PRECISION"] = a.precision
     data = a.data or synthetic_data(a.persons)
     info = pd.read_csv(data / "eval" / "info.csv", dtype=str)
     paths = [data / "eval" / "images" / i for i in info["ImageID"]]
@@ -78,7 +85,7 @@ def main(argv=None) -> int:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     best = {"ours": 0.0, "bare": 0.0}
     for _ in range(a.repeats):
-        best["bare"] = max(best["bare"], bare(a.model, resolved, paths, a.batch, a.workers, device))
+        best["bare"] = max(best["bare"], bare(a.model, resolved, paths, a.batch, a.workers, device, a.precision))
         best["ours"] = max(best["ours"], ours(run, paths, a.batch, a.workers))
     result = {"ours_img_s": round(best["ours"], 1), "bare_img_s": round(best["bare"], 1),
               "ratio": round(best["ours"] / best["bare"], 2)}
@@ -87,7 +94,7 @@ def main(argv=None) -> int:
         return 0
     print(f"command: {command()}\nmachine: {machine()}")
     print(f"{a.model} at {a.size[0]}x{a.size[1]}, {len(paths)} eval images, batch {a.batch}, "
-          f"workers {a.workers}, {device}, no TTA, best of {a.repeats}")
+          f"workers {a.workers}, {device}, precision {a.precision}, no TTA, best of {a.repeats}")
     print(f"infer.py: {result['ours_img_s']} img/s; bare loop: {result['bare_img_s']} img/s; ratio {result['ratio']}")
     return 0
 
