@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -131,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
         probs_path = check_args(args)
         return run_inference(args, probs_path)
     except UserError as err:
-        print(f"infer.py: error: {err}", file=sys.stderr)
+        if int(os.environ.get("RANK", "0")) == 0:  # every process finds it; one message is enough
+            print(f"infer.py: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("infer.py: interrupted", file=sys.stderr)

@@ -101,7 +101,10 @@ def check_heads(members: list[Member]) -> None:
 class EvalImages(Dataset):
     """Eval images decoded and resized to one cache size once; every eval transform applied to that decode.
 
-    Item: (index, [tensor per transform]). Models that share a transform share its tensor.
+    Item: (index, [tensor per transform], problem). Models that share a transform share its tensor.
+    An image whose pixels cannot be decoded (its header was checked up front) yields a blank image and
+    a problem text instead of raising inside a worker: every process then reports it after the gather,
+    where no process is left waiting for the others.
     """
 
     def __init__(self, paths: list[Path], cache_size: tuple[int, int], transforms: list):
@@ -112,11 +115,13 @@ class EvalImages(Dataset):
 
     def __getitem__(self, i: int):
         # The pixels training saw: build's decode + resize + JPEG, decoded as the training loader does.
+        problem = ""
         try:
             arr = cached_pixels(self.paths[i], self.cache_size)
         except (OSError, ValueError, SyntaxError) as err:  # header parsed up front, pixels broken
-            raise UserError(f"image {self.paths[i]} cannot be decoded ({err}); replace or re-download it") from None
-        return i, [t(image=arr)["image"] for t in self.transforms]
+            problem = f"{self.paths[i]} cannot be decoded ({err}); replace or re-download it"
+            arr = np.zeros((*self.cache_size, 3), dtype=np.uint8)
+        return i, [t(image=arr)["image"] for t in self.transforms], problem
 
 
 def shard_batches(n: int, batch_size: int, rank: int, world: int) -> list[list[int]]:
@@ -150,12 +155,13 @@ def _progress(accelerator, total: int):
 
 @torch.inference_mode()
 def predict_shard(members: list[Member], paths: list[Path], accelerator, batch_size: int,
-                  num_workers: int, views: int) -> tuple[np.ndarray, list[Probs]]:
-    """This process's images: (their indices, per member the probabilities averaged over views)."""
+                  num_workers: int, views: int) -> tuple[np.ndarray, list[Probs], list[str]]:
+    """This process's images: (their indices, per member the probabilities averaged over views, problems)."""
     batches = shard_batches(len(paths), batch_size, accelerator.process_index, accelerator.num_processes)
     caches = sorted({m.view.cache_size for m in members})
     rows: list[list[Probs]] = [[] for _ in members]
     order: list[np.ndarray] = []
+    problems: list[str] = []
     bar, task = _progress(accelerator, sum(map(len, batches)) * len(caches))
     with bar:
         for cache_size in caches:  # one decode per image and cache size, shared by all its models
@@ -164,7 +170,8 @@ def predict_shard(members: list[Member], paths: list[Path], accelerator, batch_s
             ds = EvalImages(paths, cache_size, [build_transform(v) for v in views_here])
             loader = DataLoader(ds, batch_sampler=batches, num_workers=num_workers,
                                 pin_memory=accelerator.device.type == "cuda")
-            for idx, xs in loader:
+            for idx, xs, failed in loader:
+                problems += [p for p in failed if p]
                 if cache_size == caches[0]:  # the batch order is the same for every cache size
                     order.append(idx.numpy())
                 for vp, x in zip(views_here, xs):
@@ -175,7 +182,7 @@ def predict_shard(members: list[Member], paths: list[Path], accelerator, batch_s
                 bar.advance(task, len(idx))
     empty = {k: np.zeros((0, WIDTHS[k]), np.float32) for k in KEYS}
     stacked = [{k: np.concatenate([r[k] for r in rs]) for k in KEYS} if rs else empty for rs in rows]
-    return (np.concatenate(order) if order else np.zeros(0, np.int64)), stacked
+    return (np.concatenate(order) if order else np.zeros(0, np.int64)), stacked, problems
 
 
 def predict_runs(members: list[Member], paths: list[Path], accelerator, batch_size: int,
@@ -183,8 +190,11 @@ def predict_runs(members: list[Member], paths: list[Path], accelerator, batch_si
     """Every run's probabilities for all images (rows in `paths` order), gathered from every process."""
     from accelerate.utils import gather_object
 
-    idx, probs = predict_shard(members, paths, accelerator, batch_size, num_workers, views)
-    shards = gather_object([(idx, probs)])  # one (indices, probabilities) pair per process
+    idx, probs, problems = predict_shard(members, paths, accelerator, batch_size, num_workers, views)
+    shards = gather_object([(idx, probs, problems)])  # one (indices, probabilities, problems) per process
+    problems = sorted({p for s in shards for p in s[2]})
+    if problems:  # raised on every process alike, after the gather
+        raise UserError(f"{len(problems)} eval image(s) cannot be decoded; nothing was written", problems)
     all_idx = np.concatenate([s[0] for s in shards])
     if sorted(all_idx.tolist()) != list(range(len(paths))):  # each image exactly once
         raise RuntimeError(f"gathered {len(all_idx)} predictions for {len(paths)} images")

@@ -65,13 +65,24 @@ def test_two_processes_give_the_same_files_as_one(tmp_path):
 
 
 @pytest.mark.slow
-def test_bad_input_under_two_processes_exits_nonzero_without_output(tmp_path):
+@pytest.mark.parametrize("damage,message", [
+    ("missing", "a1.jpg: missing"),
+    # header intact, pixels cut: found only while predicting, by the process that holds the image;
+    # every process must still stop together (no rank left waiting at the gather)
+    ("truncated", "a1.jpg cannot be decoded"),
+])
+def test_bad_input_under_two_processes_exits_nonzero_without_output(tmp_path, damage, message):
     data = make_eval_dir(tmp_path / "eval", n=4)
-    (data / "images" / "a1.jpg").unlink()
+    image = data / "images" / "a1.jpg"
+    if damage == "missing":
+        image.unlink()
+    else:
+        image.write_bytes(image.read_bytes()[:-1500])
     run = make_run(tmp_path / "run", folds=(0,))
-    out = infer(["--run", str(run), "--data", str(data), "--out", str(tmp_path / "o" / "s.csv")], processes=2)
+    out = infer(["--run", str(run), "--data", str(data), "--out", str(tmp_path / "o" / "s.csv"),
+                 "--batch-size", "1"], processes=2)
     assert out.returncode != 0
-    assert "a1.jpg: missing" in out.stderr
+    assert message in out.stderr
     assert not (tmp_path / "o").exists()
 
 
