@@ -26,7 +26,7 @@ def _build(a: argparse.Namespace) -> int:
 def _eda(a: argparse.Namespace) -> int:
     from .eda import run_eda
 
-    run_eda(a.data, a.out, age_thresholds=tuple(a.age_thresholds))
+    run_eda(a.data, a.out, age_thresholds=tuple(a.age_thresholds), corrections=a.corrections)
     return 0
 
 
@@ -77,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("out", type=Path, metavar="OUT", help="folder for the PNGs and summary.md")
     e.add_argument("--age-thresholds", type=int, nargs=2, default=[30, 60], metavar=("LOW", "HIGH"),
                    help="age band thresholds drawn on the histogram (default 30 60)")
+    e.add_argument("--corrections", default="default", metavar="FILE|none|default",
+                   help="label corrections applied before counting, as for `maskds build` (default: default)")
     e.set_defaults(func=_eda)
 
     c = sub.add_parser("score", help="score a submission against answers",

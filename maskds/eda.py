@@ -105,13 +105,14 @@ def plot_samples(data: Path, records, classes: list[int], path: Path) -> None:
     _save(fig, path)
 
 
-def run_eda(data: str | Path, out: str | Path, age_thresholds=labels.DEFAULT_AGE_THRESHOLDS) -> Path:
-    """Write the EDA plots and summary.md for the raw layout DATA into OUT (default corrections applied)."""
+def run_eda(data: str | Path, out: str | Path, age_thresholds=labels.DEFAULT_AGE_THRESHOLDS,
+            corrections: str = "default") -> Path:
+    """Write the EDA plots and summary.md for the raw layout DATA into OUT, labels corrected as `build` does."""
     data, out = Path(data), Path(out)
     thresholds = tuple(int(t) for t in age_thresholds)
     if len(thresholds) != 2 or not 0 < thresholds[0] < thresholds[1]:
         raise UserError(f"--age-thresholds must be two increasing ages LOW HIGH, got {list(thresholds)}")
-    records, applied, _ = apply_corrections(read_train(data), load_corrections("default"))
+    records, applied, _ = apply_corrections(read_train(data), load_corrections(corrections))
     out.mkdir(parents=True, exist_ok=True)
     bands = [labels.age_band(r.age, thresholds) for r in records]
     classes = [labels.encode(r.mask, r.gender, b) for r, b in zip(records, bands)]
@@ -124,13 +125,13 @@ def run_eda(data: str | Path, out: str | Path, age_thresholds=labels.DEFAULT_AGE
         plot_folds(table, fold_of, thresholds, out / "folds.png")
     plot_samples(data, records, classes, out / "samples.png")
     ev = scan(data).eval
-    (out / "summary.md").write_text(_summary(data, records, classes, table, thresholds, applied,
+    (out / "summary.md").write_text(_summary(data, records, classes, table, thresholds, (corrections, applied),
                                              fold_of is not None, None if ev is None else len(ev)))
     print(f"wrote EDA of {data} to {out} (start with {out / 'summary.md'})")
     return out
 
 
-def _summary(data, records, classes, table, thresholds, applied, has_folds, n_eval) -> str:
+def _summary(data, records, classes, table, thresholds, corrected, has_folds, n_eval) -> str:
     """The markdown a competitor reads first: key numbers, the rarest classes, and links to the plots."""
     cls = Counter(classes)
     n = len(records)
@@ -148,7 +149,7 @@ def _summary(data, records, classes, table, thresholds, applied, has_folds, n_ev
         f"- gender: {(table['gender'] == 1).mean():.0%} female",
         f"- mask: wear is {sum(r.mask == 0 for r in records) / n:.0%} of images (5 of 7 per person)",
         "- rarest classes: " + ", ".join(f"{c} {labels.class_name(c)} ({cls[c]} images)" for c in rare),
-        f"- label corrections applied (default file): {len(applied)}",
+        f"- label corrections applied ({corrected[0]}): {len(corrected[1])}",
         "- the metric is macro F1 over 18 classes: each rare class weighs as much as the largest;"
         " split by person (all 7 images in one fold) or validation leaks.", "",
         "## Plots", "",

@@ -26,3 +26,14 @@ def test_eda_writes_plots_and_summary(synth_data, tmp_path):
 def test_eda_refuses_decreasing_thresholds(synth_data, tmp_path):
     with pytest.raises(UserError, match="--age-thresholds"):
         run_eda(synth_data, tmp_path / "eda", age_thresholds=(60, 30))
+
+
+def test_eda_applies_the_corrections_it_is_given(synth_data, tmp_path):
+    person = next(p for p in (synth_data / "train" / "images").iterdir() if not p.name.startswith("."))
+    pid, gender = person.name.split("_")[0], person.name.split("_")[1]
+    fix = tmp_path / "fix.yaml"
+    fix.write_text(f'"{pid}": {{gender: {"male" if gender == "female" else "female"}}}\n')
+    run_eda(synth_data, tmp_path / "default")
+    run_eda(synth_data, tmp_path / "fixed", corrections=str(fix))
+    assert f"label corrections applied ({fix}): 1" in (tmp_path / "fixed" / "summary.md").read_text()
+    assert "label corrections applied (default): 0" in (tmp_path / "default" / "summary.md").read_text()
