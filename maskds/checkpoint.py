@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +11,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
+from .atomic import atomic_path
 from .config import TrainConfig
 from .errors import UserError
 
@@ -43,9 +43,8 @@ def save_best(path: str | Path, state_dict: dict[str, torch.Tensor], config: Tra
         "resolved": json.dumps({k: resolved[k] for k in RESOLVED_KEYS}),
         "info": json.dumps(info),
     }
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
 
 
 def read_best(path: str | Path) -> BestCheckpoint:

@@ -10,6 +10,7 @@ from typing import Any, Union
 
 import yaml
 
+from .atomic import atomic_path
 from .errors import UserError
 from .heads import HEAD_TYPES
 
@@ -207,7 +208,5 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
 
 def save_config(config: TrainConfig, path: str | Path) -> None:
     """Write the config as plain YAML (temporary file, then rename)."""
-    p = Path(path)
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
-    tmp.replace(p)
+    with atomic_path(path) as tmp:
+        tmp.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
+
+from .atomic import atomic_path
 
 
 def plot_curves(metrics_file: str | Path, out: str | Path) -> Path:
@@ -32,9 +33,7 @@ def plot_curves(metrics_file: str | Path, out: str | Path) -> Path:
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    out = Path(out)
-    tmp = out.with_name(out.name + ".tmp.png")
-    fig.savefig(tmp, dpi=90)
+    with atomic_path(out, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=90)
     plt.close(fig)
-    os.replace(tmp, out)
-    return out
+    return Path(out)

@@ -1,7 +1,6 @@
 """Soft voting: fold x TTA averages within a run, weighted means across runs, and the probabilities file."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Sequence
 
@@ -9,6 +8,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .atomic import atomic_path
 from .errors import UserError
 from .heads import class_probs_from_heads, heads_from_class_probs
 from .labels import HEAD_SIZES, NUM_CLASSES
@@ -95,12 +95,6 @@ def read_probs(path: str | Path, image_ids: Sequence[str]) -> Probs:
 
 def write_atomic(frame: pd.DataFrame, path: str | Path, **to_csv) -> Path:
     """Write a CSV to a temporary file beside `path`, then rename it: readers never see half a file."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False, **to_csv)
-        tmp.replace(p)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return p
+    return Path(path)

@@ -1,0 +1,24 @@
+"""Files written whole or not at all: written under a temporary name beside the target, then renamed."""
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+
+@contextmanager
+def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path beside `path`: it replaces `path` when the block succeeds, else is removed.
+
+    Readers (and a run killed mid-write) never see half a file. `suffix` keeps an extension for
+    writers that choose the format from it (matplotlib's savefig).
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp{suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
