@@ -32,7 +32,7 @@ def command() -> str:
 
 def synthetic_data(persons: int, root: Path | None = None) -> Path:
     """Raw synthetic data (maskds synth) under `root` or a temporary folder; reused when present."""
-    from maskds.synth import synthesize
+    from maskds.data.synth import synthesize
 
     root = root or Path(tempfile.mkdtemp(prefix="maskds-bench-")) / "data"
     if not (root / "train" / "train.csv").is_file():
@@ -42,7 +42,7 @@ def synthetic_data(persons: int, root: Path | None = None) -> Path:
 
 def synthetic_cache(data: Path, size_hw: tuple[int, int], cache: Path | None = None) -> Path:
     """The arrow cache of `data` at `size_hw` (maskds build), next to the data unless given."""
-    from maskds.cache import build_cache
+    from maskds.data.cache import build_cache
 
     cache = cache or data.parent / f"cache_{size_hw[0]}x{size_hw[1]}"
     build_cache(data, cache, size_hw=size_hw, folds=5, seed=42, corrections="default", num_proc=None, force=False)

@@ -22,11 +22,11 @@ from torch.utils.data import DataLoader  # noqa: E402
 
 from common import command, machine, synthetic_data  # noqa: E402
 from loader import BaselineImages  # noqa: E402
-from maskds.checkpoint import save_best  # noqa: E402
-from maskds.config import TrainConfig  # noqa: E402
-from maskds.heads import probabilities  # noqa: E402
-from maskds.model import create_model, resolve_data_config  # noqa: E402
-from maskds.predict import load_member, make_accelerator, predict_runs  # noqa: E402
+from maskds.training.checkpoint import save_best  # noqa: E402
+from maskds.training.config import TrainConfig  # noqa: E402
+from maskds.core.probabilities import probabilities  # noqa: E402
+from maskds.training.model import create_model, resolve_data_config  # noqa: E402
+from maskds.inference.predict import load_member, make_accelerator, predict_runs  # noqa: E402
 
 
 def fake_run(model_name: str, size, cache_size) -> tuple[Path, dict]:

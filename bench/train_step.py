@@ -1,4 +1,4 @@
-"""Training-step images/s: train.py's loop (maskds.engine.train_one_epoch under accelerate, with EMA,
+"""Training-step images/s: train.py's loop (maskds.training.engine.train_one_epoch under accelerate, with EMA,
 the per-update scheduler, grad clipping and the loss) against a bare timm + torch loop on the same
 model, batch, input size and precision. Both read the same in-memory batches, so the data loader is
 not measured here (bench/loader.py does that). Measured side by side, alternating, best of --repeats.
@@ -20,11 +20,11 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from common import command, machine  # noqa: E402
-from maskds.config import TrainConfig  # noqa: E402
-from maskds.engine import train_one_epoch  # noqa: E402
-from maskds.fit import build_scheduler  # noqa: E402
-from maskds.losses import MaskLoss  # noqa: E402
-from maskds.model import create_model  # noqa: E402
+from maskds.training.config import TrainConfig  # noqa: E402
+from maskds.training.engine import train_one_epoch  # noqa: E402
+from maskds.training.fit import build_scheduler  # noqa: E402
+from maskds.training.losses import MaskLoss  # noqa: E402
+from maskds.training.model import create_model  # noqa: E402
 
 
 def batches(n: int, batch: int, size, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -5,18 +5,18 @@ import argparse
 import sys
 from pathlib import Path
 
-from .errors import UserError
+from .core.errors import UserError
 
 
 def _synth(a: argparse.Namespace) -> int:
-    from .synth import synthesize
+    from .data.synth import synthesize
 
     synthesize(a.out, persons=a.persons, eval_persons=a.eval_persons, seed=a.seed)
     return 0
 
 
 def _build(a: argparse.Namespace) -> int:
-    from .cache import build_cache
+    from .data.cache import build_cache
 
     build_cache(a.data, a.cache, size_hw=tuple(a.size), folds=a.folds, seed=a.seed,
                 corrections=a.corrections, num_proc=a.num_proc, force=a.force)
@@ -24,14 +24,14 @@ def _build(a: argparse.Namespace) -> int:
 
 
 def _eda(a: argparse.Namespace) -> int:
-    from .eda import run_eda
+    from .data.eda import run_eda
 
     run_eda(a.data, a.out, age_thresholds=tuple(a.age_thresholds), corrections=a.corrections)
     return 0
 
 
 def _score(a: argparse.Namespace) -> int:
-    from .score import run_score
+    from .evaluation.score import run_score
 
     run_score(a.submission, a.answers, as_json=a.json, plot=a.plot)
     return 0

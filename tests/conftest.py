@@ -1,13 +1,13 @@
 """Shared pytest fixtures: a tiny synthetic raw data set and its cache, built once per test session.
 
-- `synth_data` (session): Path to a raw data root written by `maskds.synth.synthesize` with
+- `synth_data` (session): Path to a raw data root written by `maskds.data.synth.synthesize` with
   SYNTH_PERSONS train persons (7 images each, with the layout quirks: a .jpeg, a .png, `._` junk,
   an EXIF-rotated image, a non-Asian race) and SYNTH_EVAL_PERSONS eval persons, seed 0. It holds
   train/train.csv, train/images/..., eval/info.csv, eval/images/... and eval/answers.csv (the truth).
   Treat it as read-only: copy it (shutil.copytree) before changing anything.
-- `tiny_cache` (session): Path to the cache `maskds.cache.build_cache` writes from `synth_data` with
+- `tiny_cache` (session): Path to the cache `maskds.data.cache.build_cache` writes from `synth_data` with
   size TINY_SIZE (H, W), TINY_FOLDS folds, seed 42, default corrections. Splits `train` and `eval`
-  (schema in docs/ARCHITECTURE.md). Read-only too; load it with `maskds.cache.load_cache`.
+  (schema in docs/ARCHITECTURE.md). Read-only too; load it with `maskds.data.cache.load_cache`.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ TINY_FOLDS = 3
 @pytest.fixture(scope="session")
 def synth_data(tmp_path_factory) -> Path:
     """Raw layout with SYNTH_PERSONS train and SYNTH_EVAL_PERSONS eval persons (seed 0), read-only."""
-    from maskds.synth import synthesize
+    from maskds.data.synth import synthesize
 
     root = tmp_path_factory.mktemp("synth") / "data"
     synthesize(root, persons=SYNTH_PERSONS, eval_persons=SYNTH_EVAL_PERSONS, seed=0)
@@ -34,7 +34,7 @@ def synth_data(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_cache(synth_data, tmp_path_factory) -> Path:
     """Cache of `synth_data` at TINY_SIZE with TINY_FOLDS folds (seed 42), read-only."""
-    from maskds.cache import build_cache
+    from maskds.data.cache import build_cache
 
     cache = tmp_path_factory.mktemp("cache") / "cache"
     build_cache(synth_data, cache, size_hw=TINY_SIZE, folds=TINY_FOLDS, seed=42,

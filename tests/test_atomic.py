@@ -1,7 +1,7 @@
 """Atomic writes: the target appears whole or not at all."""
 import pytest
 
-from maskds.atomic import atomic_path
+from maskds.core.atomic import atomic_path
 
 
 def test_the_target_appears_only_when_the_block_succeeds(tmp_path):

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 from data_helpers import copy_raw, person_dirs
-from maskds import cache as cache_mod
-from maskds import images
-from maskds.cache import META_NAME, build_cache, load_cache
-from maskds.errors import UserError
-from maskds.layout import read_train
+from maskds.data import cache as cache_mod
+from maskds.core import images
+from maskds.data.cache import META_NAME, build_cache, load_cache
+from maskds.core.errors import UserError
+from maskds.data.layout import read_train
 
 ROOT = Path(__file__).resolve().parents[1]
 

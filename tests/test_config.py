@@ -5,9 +5,9 @@ import sys
 
 import pytest
 
-from maskds.config import TrainConfig, load_config, save_config
-from maskds.errors import UserError
-from maskds.fit import main
+from maskds.training.config import TrainConfig, load_config, save_config
+from maskds.core.errors import UserError
+from maskds.training.fit import main
 from train_helpers import ROOT, env
 
 

@@ -5,10 +5,10 @@ import dataclasses
 
 import pytest
 
-from maskds import labels
-from maskds.corrections import apply_corrections, load_corrections
-from maskds.errors import UserError
-from maskds.layout import ImageRecord
+from maskds.core import labels
+from maskds.data.corrections import apply_corrections, load_corrections
+from maskds.core.errors import UserError
+from maskds.data.layout import ImageRecord
 
 
 def _person(pid: str, gender: int = 0, age: int = 40) -> list[ImageRecord]:
@@ -94,10 +94,10 @@ def test_missing_file_is_refused(tmp_path):
 
 def test_build_applies_a_user_file_and_records_it(synth_data, tmp_path, capsys):
     from data_helpers import copy_raw
-    from maskds.cache import build_cache, load_cache
+    from maskds.data.cache import build_cache, load_cache
 
     data = copy_raw(synth_data, tmp_path / "d", persons=3, eval_images=None)
-    from maskds.layout import read_train
+    from maskds.data.layout import read_train
     first = read_train(data)[0]
     f = tmp_path / "mine.yaml"
     other = labels.GENDER_NAMES[1 - first.gender]

@@ -3,7 +3,7 @@ import json
 
 from PIL import Image
 
-from maskds.curves import plot_curves
+from maskds.training.curves import plot_curves
 
 
 def _line(epoch, f1, best):

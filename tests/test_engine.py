@@ -7,9 +7,9 @@ from timm.scheduler import CosineLRScheduler
 from timm.utils import ModelEmaV3
 from torch.utils.data import DataLoader, TensorDataset
 
-from maskds.engine import evaluate, predict, train_one_epoch
-from maskds.losses import MaskLoss
-from maskds.model import create_model
+from maskds.training.engine import evaluate, predict_logits, train_one_epoch
+from maskds.training.losses import MaskLoss
+from maskds.training.model import create_model
 
 
 def _data(n=16, seed=0):
@@ -65,12 +65,11 @@ def test_scheduler_and_ema_advance_once_per_optimizer_update():
     assert result.images == 20 and result.loss > 0
 
 
-def test_evaluate_and_predict_cover_every_example_once():
+def test_evaluate_and_predict_logits_cover_every_example_once():
     acc = Accelerator(cpu=True)
     model = create_model("test_efficientnet", "single")
     loader = acc.prepare(DataLoader(_data(11), batch_size=4))
     scores = evaluate(acc, acc.prepare(model), loader, "single", MaskLoss("single"))
     assert scores["n"] == 11 and 0 <= scores["macro_f1"] <= 1 and scores["loss"] > 0
-    probs = predict(acc, model, loader, "single")
-    assert probs["class"].shape == (11, 18)
-    assert torch.allclose(probs["class"].sum(1), torch.ones(11), atol=1e-5)
+    logits, labels = predict_logits(acc, model, loader)
+    assert logits.shape == (11, 18) and labels.tolist() == [int(y) for _, y in _data(11)]

@@ -5,8 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from maskds.errors import UserError
-from maskds.folds import assign_folds, strata
+from maskds.core.errors import UserError
+from maskds.data.folds import assign_folds, strata
 
 
 def _table(n: int = 300, seed: int = 0) -> pd.DataFrame:
@@ -49,7 +49,7 @@ def test_too_many_folds_is_a_user_error():
 
 
 def test_cache_keeps_each_persons_images_in_one_fold(tiny_cache):
-    from maskds.cache import load_cache
+    from maskds.data.cache import load_cache
 
     dd, meta = load_cache(tiny_cache)
     train = dd["train"].remove_columns("image").to_pandas()

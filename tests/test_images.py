@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from maskds import images
+from maskds.core import images
 
 
 def _upright() -> Image.Image:
@@ -90,7 +90,7 @@ def test_decode_cached_matches_general_decoder():
 def test_inference_pixels_equal_what_the_training_loader_decodes_from_the_cache(synth_data, tiny_cache):
     import datasets
 
-    from maskds.cache import load_cache
+    from maskds.data.cache import load_cache
 
     dsd, meta = load_cache(tiny_cache)
     train = dsd["train"].cast_column("image", datasets.Image(decode=False))

@@ -89,8 +89,8 @@ def test_bad_input_under_two_processes_exits_nonzero_without_output(tmp_path, da
 @pytest.mark.slow
 def test_trained_run_gives_a_valid_submission_and_scores(tmp_path, synth_data, tiny_cache):
     """The issue's bar: train the demo config on two folds, infer with TTA, score against the answers."""
-    from maskds.checkpoint import read_best
-    from maskds.predict import build_transform, view_params
+    from maskds.training.checkpoint import read_best
+    from maskds.inference.predict import build_transform, view_params
 
     train = subprocess.run(
         [sys.executable, str(ROOT / "train.py"), "--config", str(ROOT / "configs" / "demo.yaml"),

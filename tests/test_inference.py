@@ -7,15 +7,15 @@ import pytest
 import torch
 from PIL import Image
 
-from maskds import heads
-from maskds.checkpoint import read_best, save_best
-from maskds.config import TrainConfig
-from maskds.images import cached_pixels
-from maskds.inference import main
-from maskds.model import create_model
-from maskds.predict import build_transform, shard_batches, view_params
-from maskds.transforms import eval_transform
-from maskds.voting import PROB_COLUMNS, answers, combine_folds, combine_runs
+from maskds.core.probabilities import probabilities
+from maskds.training.checkpoint import read_best, save_best
+from maskds.training.config import TrainConfig
+from maskds.core.images import cached_pixels
+from maskds.inference.cli import main
+from maskds.training.model import create_model
+from maskds.inference.predict import build_transform, shard_batches, view_params
+from maskds.training.transforms import eval_transform
+from maskds.inference.voting import PROB_COLUMNS, answers, combine_folds, combine_runs
 
 MEAN, STD = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]
 
@@ -66,9 +66,9 @@ def manual_run_probs(run, data, ids, tta: bool) -> dict[str, np.ndarray]:
         tf = eval_transform(r["image_size"])
         x = torch.stack([tf(image=cached_pixels(data / "images" / i, r["cache_size"]))["image"] for i in ids])
         with torch.no_grad():
-            views = [heads.probabilities(model(x), r["head"])]
+            views = [probabilities(model(x), r["head"])]
             if tta:
-                views.append(heads.probabilities(model(x.flip(-1)), r["head"]))
+                views.append(probabilities(model(x.flip(-1)), r["head"]))
         per_fold.append({k: sum(v[k] for v in views).numpy() / len(views) for k in views[0]})
     head = read_best(ckpt).resolved["head"]
     if head == "multihead":
@@ -197,7 +197,7 @@ def test_ensemble_of_multihead_and_single_runs_with_weights(tmp_path, eval_dir):
 
 
 def test_each_image_is_decoded_once_per_cache_size(tmp_path, eval_dir, monkeypatch):
-    import maskds.predict as predict
+    import maskds.inference.predict as predict
 
     calls = []
     monkeypatch.setattr(predict, "cached_pixels", lambda p, size: calls.append(size) or cached_pixels(p, size))

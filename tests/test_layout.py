@@ -8,10 +8,10 @@ from collections import Counter
 import pytest
 
 from data_helpers import copy_raw, person_dirs, rewrite_csv
-from maskds import labels
-from maskds.cache import build_cache
-from maskds.errors import UserError
-from maskds.layout import parse_folder_name, read_eval, read_train, scan
+from maskds.core import labels
+from maskds.data.cache import build_cache
+from maskds.core.errors import UserError
+from maskds.data.layout import parse_folder_name, read_eval, read_train, scan
 
 
 def test_synthetic_layout_parses_with_every_quirk(synth_data):

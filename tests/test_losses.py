@@ -3,9 +3,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from maskds import labels
-from maskds.heads import SLICES
-from maskds.losses import MaskLoss, head_targets, smoothed_focal_ce
+from maskds.core import labels
+from maskds.core.probabilities import SLICES
+from maskds.training.losses import MaskLoss, head_targets, smoothed_focal_ce
 
 
 def test_head_targets_decode_every_one_of_the_18_classes():

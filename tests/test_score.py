@@ -6,8 +6,8 @@ import json
 import pytest
 
 from maskds.cli import main as cli_main
-from maskds.errors import UserError
-from maskds.score import run_score
+from maskds.core.errors import UserError
+from maskds.evaluation.score import run_score
 
 # Truth and prediction of 4 images; classes 0=(wear,male,<30), 7=(incorrect,male,30-59),
 # 13=(not_wear,male,30-59). Hand computation (sklearn macro = mean over labels seen in either):

@@ -7,11 +7,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from maskds.checkpoint import read_best
-from maskds.config import load_config, save_config
-from maskds.data import fold_split, load_train_split
-from maskds.fit import main
-from maskds.model import create_model
+from maskds.training.checkpoint import read_best
+from maskds.training.config import load_config, save_config
+from maskds.training.datasets import fold_split, load_train_split
+from maskds.training.fit import main
+from maskds.training.model import create_model
 from train_helpers import ACCEL, ROOT, TINY, env, free_port, launch, metrics_lines
 
 DEMO = ["--config", str(ROOT / "configs/demo.yaml")]
@@ -141,8 +141,8 @@ def test_training_uses_the_configured_age_bands_and_validation_the_competitions(
     import numpy as np
     from accelerate import Accelerator
 
-    from maskds.data import class_labels
-    from maskds.fit import _fold_setup
+    from maskds.training.datasets import class_labels
+    from maskds.training.fit import _fold_setup
 
     cfg = load_config(ROOT / "configs/demo.yaml", [f"cache={tiny_cache}", f"output_dir={tmp_path}", *TINY,
                                                    "age_thresholds=[30,45]"])
@@ -157,7 +157,7 @@ def test_training_uses_the_configured_age_bands_and_validation_the_competitions(
 
 
 def test_resume_keeps_metrics_of_reached_epochs_and_drops_a_half_written_line(tmp_path):
-    from maskds.fit import _keep_metrics_before
+    from maskds.training.fit import _keep_metrics_before
 
     metrics = tmp_path / "metrics.jsonl"
     metrics.write_text('{"epoch": 0, "a": 1}\n{"epoch": 1, "a": 2}\n{"epoch": 2, "a": 3}\n{"epoch": 3, "a"')

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .heads import SLICES, check_head, num_outputs
+from ..core.probabilities import SLICES, check_head, num_outputs
 
 
 def head_targets(cls: torch.Tensor) -> dict[str, torch.Tensor]:

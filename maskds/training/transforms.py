@@ -55,7 +55,7 @@ def _augmentations(augment: str) -> list:
 def train_transform(image_size: Sequence[int], augment: str) -> A.Compose:
     """Resize to image_size=(H, W), augment by preset (none/light/medium/strong), to a uint8 CHW tensor.
 
-    The Compose keeps its own RNG: the dataset reseeds it per sample and epoch (`maskds.data.seed_sample`).
+    The Compose keeps its own RNG: the dataset reseeds it per sample and epoch (`maskds.training.datasets.seed_sample`).
     """
     h, w = int(image_size[0]), int(image_size[1])
     return A.Compose([A.Resize(height=h, width=w), *_augmentations(augment), ToTensorV2()])

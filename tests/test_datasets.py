@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 import torch
 
-from maskds import labels
-from maskds.data import CachedImages, class_labels, fold_split, load_train_split, make_loader
-from maskds.errors import UserError
-from maskds.transforms import eval_transform, train_transform
+from maskds.core import labels
+from maskds.training.datasets import CachedImages, class_labels, fold_split, load_train_split, make_loader
+from maskds.core.errors import UserError
+from maskds.training.transforms import eval_transform, train_transform
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,9 @@ from typing import Any, Union
 
 import yaml
 
-from .atomic import atomic_path
-from .errors import UserError
-from .heads import HEAD_TYPES
+from ..core.atomic import atomic_path
+from ..core.errors import UserError
+from ..core.probabilities import HEAD_TYPES
 
 
 @dataclass(frozen=True)

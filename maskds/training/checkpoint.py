@@ -11,9 +11,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
-from .atomic import atomic_path
+from ..core.atomic import atomic_path
 from .config import TrainConfig
-from .errors import UserError
+from ..core.errors import UserError
 
 FORMAT = "1"
 STATE_DIR = "state"

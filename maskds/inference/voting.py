@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .atomic import atomic_path
-from .errors import UserError
-from .heads import class_probs_from_heads, heads_from_class_probs
-from .labels import HEAD_SIZES, NUM_CLASSES
+from ..core.atomic import atomic_path
+from ..core.errors import UserError
+from ..core.probabilities import class_probs_from_heads, heads_from_class_probs
+from ..core.labels import HEAD_SIZES, NUM_CLASSES
 
 # Probabilities a run (or an ensemble) gives one image: "mask" [N,3], "gender" [N,2], "age" [N,3], "class" [N,18].
 Probs = dict[str, np.ndarray]

@@ -11,14 +11,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from . import images
-from .errors import UserError
-from .labels import age_band, encode
+from ..core import images
+from ..core.errors import UserError
+from ..core.labels import age_band, encode
 
 
 def load_train_split(cache: str | Path) -> tuple[datasets.Dataset, dict]:
     """The cache's `train` split with images left as encoded bytes, and the cache's meta."""
-    from .cache import load_cache  # the data side owns the format; it raises UserError when missing
+    from ..data.cache import load_cache  # the data side owns the format; it raises UserError when missing
 
     dsd, meta = load_cache(cache)
     if "train" not in dsd:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image
 
-from .errors import UserError
+from ..core.errors import UserError
 from .voting import Probs, answers, combine_runs, read_probs, to_frame, write_atomic
 
 TTA_VIEWS = {"none": 1, "hflip": 2}

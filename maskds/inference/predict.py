@@ -9,9 +9,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from .errors import UserError
-from .heads import HEAD_TYPES, probabilities
-from .images import cached_pixels
+from ..core.errors import UserError
+from ..core.probabilities import HEAD_TYPES, probabilities
+from ..core.images import cached_pixels
 from .voting import KEYS, WIDTHS, Probs, combine_folds
 
 
@@ -39,11 +39,11 @@ def make_accelerator():
     """Accelerator for inference: process count and precision come from the launch config.
 
     `cpu=use_cpu()`: without it a multi-process launch on a machine with no accelerator comes up
-    as N independent single processes, each predicting everything (see `maskds.launch`).
+    as N independent single processes, each predicting everything (see `maskds.core.distributed`).
     """
     from accelerate import Accelerator
 
-    from .launch import use_cpu
+    from ..core.distributed import use_cpu
 
     return Accelerator(cpu=use_cpu())
 
@@ -62,15 +62,15 @@ def view_params(resolved: dict, where: str | Path) -> ViewParams:
 
 def build_transform(view: ViewParams):
     """The eval transform the model was validated with: `transforms.eval_transform`, as training calls it."""
-    from .transforms import eval_transform
+    from ..training.transforms import eval_transform
 
     return eval_transform(list(view.image_size))
 
 
 def load_member(run: int, fold: int, path: Path, device: torch.device) -> Member:
     """Rebuild a fold's model from its checkpoint metadata and load the (EMA) weights."""
-    from .checkpoint import read_best
-    from .model import create_model
+    from ..training.checkpoint import read_best
+    from ..training.model import create_model
 
     best = read_best(path)
     view = view_params(best.resolved, path)

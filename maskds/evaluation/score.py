@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import UserError
-from .labels import NUM_CLASSES, class_name
+from ..core.errors import UserError
+from ..core.labels import NUM_CLASSES, class_name
 from .metrics import confusion, scores
 
 # How many offending ids an error message lists before it says "and N more".

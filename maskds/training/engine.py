@@ -8,7 +8,8 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
-from . import heads, metrics
+from ..core.probabilities import probabilities
+from ..evaluation import metrics
 
 
 @dataclass(frozen=True)
@@ -103,15 +104,9 @@ def predict_logits(accelerator, model: nn.Module, loader, channels_last: bool = 
     return torch.cat(outs), (torch.cat(labels) if labels else None)
 
 
-def predict(accelerator, model: nn.Module, loader, head: str, channels_last: bool = False) -> dict:
-    """Probabilities {'mask','gender','age','class'} of every example of a prepared loader."""
-    logits, _ = predict_logits(accelerator, model, loader, channels_last)
-    return heads.probabilities(logits, head)
-
-
 def evaluate(accelerator, model: nn.Module, loader, head: str, loss_fn: nn.Module,
              channels_last: bool = False) -> dict:
     """Validation loss and `metrics.scores` (18-class macro F1, per-head F1, accuracy, n), computed once."""
     logits, y = predict_logits(accelerator, model, loader, channels_last)
-    pred = heads.probabilities(logits, head)["class"].argmax(-1)
+    pred = probabilities(logits, head)["class"].argmax(-1)
     return {"loss": float(loss_fn(logits, y)), **metrics.scores(y.numpy(), pred.numpy())}

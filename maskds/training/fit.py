@@ -14,15 +14,15 @@ import timm
 import torch
 import yaml
 
-from . import console
+from ..core import console
 from .checkpoint import resume_dir, save_best, save_state_atomic
 from .config import TrainConfig, load_config, save_config
 from .curves import plot_curves
-from .data import CachedImages, class_labels, fold_split, load_train_split, make_loader
+from .datasets import CachedImages, class_labels, fold_split, load_train_split, make_loader
 from .engine import evaluate, train_one_epoch
-from .errors import UserError
-from .labels import DEFAULT_AGE_THRESHOLDS
-from .launch import use_cpu
+from ..core.errors import UserError
+from ..core.labels import DEFAULT_AGE_THRESHOLDS
+from ..core.distributed import use_cpu
 from .losses import MaskLoss
 from .model import create_model, resolve_data_config
 from .transforms import eval_transform, train_transform

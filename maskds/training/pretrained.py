@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from maskds.errors import UserError
+from maskds.core.errors import UserError
 
 MAPPINGS = ("auto", "name", "order")
 # Wrappers that training scripts commonly put around a state dict, most specific first.
@@ -165,11 +165,11 @@ def load_backbone_weights(backbone: torch.nn.Module, source: str, mapping: str =
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Convert a checkpoint once into timm-named safetensors: python -m maskds.pretrained SRC OUT."""
+    """Convert a checkpoint once into timm-named safetensors: python -m maskds.training.pretrained SRC OUT."""
     import timm
     from safetensors.torch import save_file
 
-    parser = argparse.ArgumentParser(prog="python -m maskds.pretrained", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m maskds.training.pretrained", description=main.__doc__)
     parser.add_argument("source", help="preset:NAME or a .safetensors/.pth/.pt/.bin file")
     parser.add_argument("out", type=Path, help="output .safetensors file")
     parser.add_argument("--model", default="tf_efficientnet_lite0", help="timm model name")

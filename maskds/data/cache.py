@@ -15,12 +15,12 @@ import datasets
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from . import images
+from ..core import images
 from .corrections import apply_corrections, load_corrections
-from .errors import UserError
+from ..core.errors import UserError
 from .folds import assign_folds, person_table
 from .layout import Layout, raise_problems, scan
-from .counts import counts, print_summary
+from .summary import counts, print_summary
 
 FORMAT_VERSION = 1
 META_NAME = "maskds_cache.json"

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import yaml
 
-from . import labels
-from .errors import UserError
+from ..core import labels
+from ..core.errors import UserError
 from .layout import MAX_AGE, MIN_AGE, ImageRecord
 
-DEFAULT_PATH = Path(__file__).parent / "data" / "corrections.yaml"
+DEFAULT_PATH = Path(__file__).parent / "corrections.yaml"
 FIELDS = ("gender", "age", "swap")
 
 

@@ -7,8 +7,8 @@ import timm
 import torch
 from torch import nn
 
-from .errors import UserError
-from .heads import check_head, num_outputs
+from ..core.errors import UserError
+from ..core.probabilities import check_head, num_outputs
 
 
 class Normalize(nn.Module):
@@ -60,7 +60,7 @@ def create_model(
     """Build the classifier on `timm.create_model(model_name)`; it takes uint8 images and normalizes them.
 
     pretrained: "hub" (timm's download), "none", or a local file / "preset:<name>" loaded by
-    `maskds.pretrained.load_backbone_weights` with `pretrained_mapping`. mean/std: None = the
+    `maskds.training.pretrained.load_backbone_weights` with `pretrained_mapping`. mean/std: None = the
     backbone's pretrained config (see `resolve_data_config`).
     """
     if not timm.is_model(model_name):

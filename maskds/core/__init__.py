@@ -1,0 +1,1 @@
+"""Shared core: the label space, image decoding, errors, console, atomic writes, process setup."""

@@ -1,0 +1,1 @@
+"""Data stage: raw layout, corrections, folds, the arrow cache, synthetic data, EDA."""

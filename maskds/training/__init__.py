@@ -1,0 +1,1 @@
+"""Training stage: config, transforms, datasets, model, losses, engine, checkpoints, the fold loop."""
