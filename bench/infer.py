@@ -22,10 +22,10 @@ from torch.utils.data import DataLoader  # noqa: E402
 
 from common import command, machine, synthetic_data  # noqa: E402
 from loader import BaselineImages  # noqa: E402
-from maskds.training.checkpoint import save_best  # noqa: E402
+from maskds.training.checkpoint import resolved_metadata, save_best  # noqa: E402
 from maskds.training.config import TrainConfig  # noqa: E402
 from maskds.core.probabilities import probabilities  # noqa: E402
-from maskds.training.model import create_model, resolve_data_config  # noqa: E402
+from maskds.training.model import create_model  # noqa: E402
 from maskds.inference.predict import load_member, make_accelerator, predict_runs  # noqa: E402
 
 
@@ -35,8 +35,7 @@ def fake_run(model_name: str, size, cache_size) -> tuple[Path, dict]:
     (run / "fold0").mkdir(parents=True)
     cfg = TrainConfig(model=model_name, pretrained="none", image_size=list(size))
     model = create_model(model_name, "multihead")
-    resolved = {"model": model_name, "head": "multihead", **resolve_data_config(model, size, None, None),
-                "cache_size": list(cache_size), "age_thresholds": [30, 60]}
+    resolved = resolved_metadata(cfg, model, list(cache_size))
     save_best(run / "fold0" / "best.safetensors", model.state_dict(), cfg, resolved, {"fold": 0, "epoch": 0, "metrics": {}})
     return run, resolved
 

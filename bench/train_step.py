@@ -21,10 +21,11 @@ import torch.nn.functional as F  # noqa: E402
 
 from common import command, machine  # noqa: E402
 from maskds.training.config import TrainConfig  # noqa: E402
-from maskds.training.engine import train_one_epoch  # noqa: E402
-from maskds.training.fit import build_scheduler  # noqa: E402
+from maskds.training.engine import StepOptions, train_one_epoch  # noqa: E402
 from maskds.training.losses import MaskLoss  # noqa: E402
 from maskds.training.model import create_model  # noqa: E402
+from maskds.training.schedule import build_schedule  # noqa: E402
+from maskds.training.state import FoldState, RunProgress  # noqa: E402
 
 
 def batches(n: int, batch: int, size, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -54,13 +55,15 @@ def ours(a, data) -> float:
     ema = ModelEmaV3(model, decay=0.999, dtype=torch.float32)
     opt = create_optimizer_v2(model, opt="adamw", lr=cfg.lr, weight_decay=cfg.weight_decay)
     model, opt = acc.prepare(model, opt)
-    sched, _ = build_scheduler(opt, cfg, len(data))
+    schedule = build_schedule(opt, cfg.epochs, cfg.warmup_epochs, cfg.lr, cfg.min_lr, len(data), 1)
+    state = FoldState(model, ema, opt, schedule, RunProgress())
     loss_fn = MaskLoss("multihead", "ce", 0.1)
     dev = [(x.to(acc.device), y.to(acc.device)) for x, y in data]
-    train_one_epoch(acc, model, ema, loss_fn, opt, sched, dev[:2], 0, grad_clip=1.0, channels_last=a.channels_last)
+    options = StepOptions(grad_clip=1.0, channels_last=a.channels_last)
+    train_one_epoch(acc, state, loss_fn, dev[:2], options)
     sync(a.device)
     start = time.perf_counter()
-    train_one_epoch(acc, model, ema, loss_fn, opt, sched, dev, 2, grad_clip=1.0, channels_last=a.channels_last)
+    train_one_epoch(acc, state, loss_fn, dev, options)
     sync(a.device)
     return len(data) * a.batch / (time.perf_counter() - start)
 

@@ -7,7 +7,7 @@ import pytest
 
 from maskds.training.config import TrainConfig, load_config, save_config
 from maskds.core.errors import UserError
-from maskds.training.fit import main
+from maskds.training.cli import main
 from train_helpers import ROOT, env
 
 

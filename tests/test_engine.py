@@ -10,6 +10,8 @@ from torch.utils.data import DataLoader, TensorDataset
 from maskds.training.engine import evaluate, predict_logits, train_one_epoch
 from maskds.training.losses import MaskLoss
 from maskds.training.model import create_model
+from maskds.training.schedule import Schedule
+from maskds.training.state import FoldState, RunProgress
 
 
 def _data(n=16, seed=0):
@@ -39,7 +41,8 @@ def _train(model, batch_size, accum, n=16):
     calls = []
     step_update = sched.step_update
     sched.step_update = lambda num_updates: (calls.append(num_updates), step_update(num_updates))
-    result = train_one_epoch(acc, model, ema, MaskLoss("multihead"), opt, sched, loader, updates=0, grad_clip=0.0)
+    state = FoldState(model, ema, opt, Schedule(sched, updates_per_epoch=50, total=100), RunProgress(epoch=1))
+    result = train_one_epoch(acc, state, MaskLoss("multihead"), loader)
     return acc.unwrap_model(model), ema, result, calls
 
 
@@ -60,8 +63,10 @@ def test_scheduler_and_ema_advance_once_per_optimizer_update():
     torch.manual_seed(0)
     model = create_model("test_convnext", "multihead", drop_rate=0.0)
     # 20 images, batch 4 -> 5 batches; accumulation 2 -> updates after batches 2, 4 and 5 (end of data).
+    # The schedule's clock is epoch 1 x 50 updates per epoch + updates this epoch: set at the epoch's
+    # start, then once per update. The EMA counts optimizer updates.
     _, ema, result, calls = _train(model, batch_size=4, accum=2, n=20)
-    assert result.updates == 3 and calls == [1, 2, 3] and ema.steps == [1, 2, 3]
+    assert result.updates == 3 and calls == [50, 51, 52, 53] and ema.steps == [1, 2, 3]
     assert result.images == 20 and result.loss > 0
 
 

@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 from maskds.training.checkpoint import read_best
 from maskds.training.config import load_config, save_config
 from maskds.training.datasets import fold_split, load_train_split
-from maskds.training.fit import main
+from maskds.training.cli import main
 from maskds.training.model import create_model
 from train_helpers import ACCEL, ROOT, TINY, env, free_port, launch, metrics_lines
 
@@ -58,6 +58,28 @@ def test_f1_rises_above_chance_and_best_is_the_best_ema_epoch(two_proc_run):
 
 
 @pytest.mark.slow
+def test_the_saved_ema_weights_score_what_validation_recorded(two_proc_run, tiny_cache):
+    """Each process's BatchNorm statistics differ; the saved (main process) EMA must be what was scored."""
+    from accelerate import Accelerator
+
+    from maskds.training.engine import evaluate
+    from maskds.training.losses import MaskLoss
+    from maskds.training.setup import build_loaders
+
+    fold_dir, _ = two_proc_run
+    best = read_best(fold_dir / "best.safetensors")
+    model = create_model(best.config.model, best.config.head, pretrained="none")
+    model.load_state_dict(best.state_dict)
+    loaders = build_loaders(best.config, load_train_split(tiny_cache)[0], 0, best.resolved["image_size"], False)
+    loss_fn = MaskLoss(best.config.head, best.config.loss, best.config.label_smoothing)
+    scores = evaluate(Accelerator(cpu=True), model, loaders.val, best.config.head, loss_fn)
+    recorded = metrics_lines(fold_dir)[best.info["epoch"]]["ema"]
+    assert scores["n"] == recorded["n"]
+    assert scores["loss"] == pytest.approx(recorded["loss"], rel=1e-5, abs=1e-6)
+    assert scores["macro_f1"] == pytest.approx(recorded["macro_f1"], abs=1e-9)
+
+
+@pytest.mark.slow
 def test_gathered_validation_count_equals_the_validation_set(two_proc_run, tiny_cache):
     fold_dir, _ = two_proc_run
     n_val = len(fold_split(load_train_split(tiny_cache)[0], 0).val)
@@ -72,7 +94,7 @@ def test_lr_schedule_ends_at_its_final_value_with_2_processes_and_accumulation_2
     per_process = math.ceil((n_train // 4) / 2)    # batches of 4 (last partial dropped) over 2 processes
     expected = EPOCHS * math.ceil(per_process / 2)      # epochs x optimizer updates per epoch
     last = metrics_lines(fold_dir)[-1]
-    assert last["updates"] == last["total_updates"] == expected
+    assert last["updates"] == last["schedule_step"] == last["schedule_total"] == expected
     assert last["lr"] == pytest.approx(1e-5, rel=1e-9)
     assert metrics_lines(fold_dir)[-2]["lr"] > 1e-4  # not reached early
 
@@ -90,7 +112,7 @@ def test_killed_run_resumes_to_the_same_weights_and_ema(tiny_cache, tmp_path):
     full, cut = tmp_path / "full" / "fold0" / "state", tmp_path / "cut" / "fold0" / "state"
     a, b = load_file(str(full / "model.safetensors")), load_file(str(cut / "model.safetensors"))
     assert all(torch.allclose(a[k], b[k], atol=1e-6, rtol=0) for k in a)
-    ema_a, ema_b = torch.load(full / "custom_checkpoint_1.pkl"), torch.load(cut / "custom_checkpoint_1.pkl")
+    ema_a, ema_b = torch.load(full / "custom_checkpoint_0.pkl"), torch.load(cut / "custom_checkpoint_0.pkl")
     assert all(torch.allclose(ema_a[k], ema_b[k], atol=1e-6, rtol=0) for k in ema_a)
     assert not torch.equal(ema_a["module.classifier.weight"], a["classifier.weight"])  # EMA is its own state
     assert [m["epoch"] for m in metrics_lines(tmp_path / "cut" / "fold0")] == [0, 1]
@@ -139,16 +161,17 @@ def test_resume_refuses_a_changed_config_and_a_path_for_several_folds(tiny_cache
 
 def test_training_uses_the_configured_age_bands_and_validation_the_competitions(tiny_cache, tmp_path):
     import numpy as np
-    from accelerate import Accelerator
 
     from maskds.training.datasets import class_labels
-    from maskds.training.fit import _fold_setup
+    from maskds.training.checkpoint import resolved_metadata
+    from maskds.training.setup import build_loaders, build_model
 
     cfg = load_config(ROOT / "configs/demo.yaml", [f"cache={tiny_cache}", f"output_dir={tmp_path}", *TINY,
                                                    "age_thresholds=[30,45]"])
     table, meta = load_train_split(tiny_cache)
-    _, _, train_ds, (_, val_loader), resolved = _fold_setup(cfg, Accelerator(cpu=True), table, meta, 0)
-    val_ds = val_loader.dataset
+    loaders = build_loaders(cfg, table, 0, [64, 48], pin_memory=False)
+    train_ds, val_ds = loaders.train_set, loaders.val.dataset
+    resolved = resolved_metadata(cfg, build_model(cfg, torch.device("cpu"))[0], meta["args"]["size"])
     moved, competition = class_labels(table, [30, 45]), class_labels(table, [30, 60])
     assert np.array_equal(train_ds.labels, moved[train_ds.rows])
     assert np.array_equal(val_ds.labels, competition[val_ds.rows])
@@ -157,9 +180,9 @@ def test_training_uses_the_configured_age_bands_and_validation_the_competitions(
 
 
 def test_resume_keeps_metrics_of_reached_epochs_and_drops_a_half_written_line(tmp_path):
-    from maskds.training.fit import _keep_metrics_before
+    from maskds.training.records import keep_metrics_before
 
     metrics = tmp_path / "metrics.jsonl"
     metrics.write_text('{"epoch": 0, "a": 1}\n{"epoch": 1, "a": 2}\n{"epoch": 2, "a": 3}\n{"epoch": 3, "a"')
-    _keep_metrics_before(metrics, 2)
+    keep_metrics_before(metrics, 2)
     assert [line for line in metrics.read_text().splitlines()] == ['{"epoch": 0, "a": 1}', '{"epoch": 1, "a": 2}']

@@ -12,8 +12,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
 from ..core.atomic import atomic_path
-from .config import TrainConfig
+from ..core.distributed import on_main, together
 from ..core.errors import UserError
+from .config import TrainConfig
+from .model import resolve_data_config
 
 FORMAT = "1"
 STATE_DIR = "state"
@@ -27,6 +29,17 @@ class BestCheckpoint:
     config: TrainConfig
     resolved: dict[str, Any]
     info: dict[str, Any]
+
+
+def resolved_metadata(config: TrainConfig, model: torch.nn.Module, cache_size: list[int]) -> dict[str, Any]:
+    """The `resolved` metadata of a checkpoint: what inference rebuilds the model and its input from.
+
+    Config values where given, else the backbone's pretrained defaults (image size, mean, std); the
+    cache's image size; the age bands training used.
+    """
+    return {"model": config.model, "head": config.head,
+            **resolve_data_config(model, config.image_size, config.mean, config.std),
+            "cache_size": [int(v) for v in cache_size], "age_thresholds": list(config.age_thresholds)}
 
 
 def save_best(path: str | Path, state_dict: dict[str, torch.Tensor], config: TrainConfig,
@@ -73,23 +86,23 @@ def save_state_atomic(accelerator, fold_dir: str | Path) -> Path:
     """`accelerator.save_state` into `state.tmp`, then swap it in for `state/`.
 
     A run killed mid-save leaves the previous `state/` intact. Every process writes its RNG file
-    into the same folder, so the output folder must be shared by all nodes.
+    into the same folder, so the output folder must be shared by all nodes. A failed write on any
+    process (disk full) makes every process leave with the error named, none left waiting.
     """
     final = Path(fold_dir) / STATE_DIR
     tmp = Path(fold_dir) / (STATE_DIR + ".tmp")
-    if accelerator.is_main_process and tmp.exists():
-        shutil.rmtree(tmp)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        old = Path(fold_dir) / (STATE_DIR + ".old")
+    old = Path(fold_dir) / (STATE_DIR + ".old")
+    on_main(accelerator, f"clearing {tmp}", lambda: shutil.rmtree(tmp) if tmp.exists() else None)
+    together(accelerator, f"saving the training state to {tmp}", lambda: accelerator.save_state(str(tmp)))
+
+    def swap() -> None:
         shutil.rmtree(old, ignore_errors=True)  # left by a run killed while deleting it
         if final.exists():
             final.rename(old)
         tmp.rename(final)
         shutil.rmtree(old, ignore_errors=True)
-    accelerator.wait_for_everyone()
+
+    on_main(accelerator, f"moving {tmp} to {final}", swap)
     return final
 
 

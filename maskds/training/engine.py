@@ -6,15 +6,17 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
+from timm.utils import distribute_bn
 from torch import nn
 
 from ..core.probabilities import probabilities
 from ..evaluation import metrics
+from .state import FoldState
 
 
 @dataclass(frozen=True)
 class EpochResult:
-    """Mean training loss over all processes, throughput, and the optimizer-update counter after the epoch."""
+    """Mean training loss over all processes, the last learning rate, throughput, and the epoch's updates."""
     loss: float
     lr: float
     images: int
@@ -26,55 +28,53 @@ class EpochResult:
         return self.images / max(self.seconds, 1e-9)
 
 
+@dataclass(frozen=True)
+class StepOptions:
+    """How each training batch is run: clipping, a batch limit (smoke tests), memory format, logging."""
+    grad_clip: float = 0.0        # 0 disables clipping
+    max_batches: int = 0          # >0: stop the epoch after this many batches
+    channels_last: bool = False
+    log_every: int = 10           # batches between progress callbacks (each reads the loss: a sync)
+
+
 def _to_input(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
-def train_one_epoch(
-    accelerator,
-    model: nn.Module,
-    ema,
-    loss_fn: nn.Module,
-    optimizer,
-    scheduler,
-    loader,
-    updates: int,
-    grad_clip: float = 0.0,
-    max_batches: int = 0,
-    channels_last: bool = False,
-    on_progress: Optional[Callable[[int, float, float], None]] = None,
-    log_every: int = 10,
-) -> EpochResult:
-    """Train over `loader` once; returns the epoch's stats and the new optimizer-update count.
+def train_one_epoch(accelerator, state: FoldState, loss_fn: nn.Module, loader, options: StepOptions = StepOptions(),
+                    on_progress: Optional[Callable[[int, float, float], None]] = None) -> EpochResult:
+    """Train epoch `state.progress.epoch` over `loader` once; `state.progress.updates` counts the updates.
 
-    Gradient accumulation comes from `accelerator.accumulate`. Scheduler (timm, stepped per
-    optimizer update) and EMA advance only after a real optimizer step: `sync_gradients` and not
-    skipped by the fp16 scaler. The loss stays on the device; it is read (a sync) only every
-    `log_every` batches for `on_progress(batches_done, running_loss, lr)`.
+    Gradient accumulation comes from `accelerator.accumulate`. The schedule and the EMA advance only
+    after a real optimizer step: `sync_gradients` and not skipped by the fp16 scaler. The loss stays
+    on the device; it is read (a sync) only every `log_every` batches for
+    `on_progress(batches_done, running_loss, lr)`.
     """
+    model, optimizer, progress = state.model, state.optimizer, state.progress
     model.train()
     unwrapped = accelerator.unwrap_model(model)
+    state.schedule.step(progress.epoch, 0)  # this epoch's starting point, also after a resume
     loss_sum = torch.zeros((), device=accelerator.device)
-    n_batches, start = 0, time.perf_counter()
-    batch_size = 0
+    n_batches, updates, batch_size, start = 0, 0, 0, time.perf_counter()
     for x, y in loader:
-        if max_batches and n_batches >= max_batches:
+        if options.max_batches and n_batches >= options.max_batches:
             break
         with accelerator.accumulate(model):
-            loss = loss_fn(model(_to_input(x, channels_last)), y)
+            loss = loss_fn(model(_to_input(x, options.channels_last)), y)
             accelerator.backward(loss)
-            if accelerator.sync_gradients and grad_clip > 0:
-                accelerator.clip_grad_norm_(model.parameters(), grad_clip)
+            if accelerator.sync_gradients and options.grad_clip > 0:
+                accelerator.clip_grad_norm_(model.parameters(), options.grad_clip)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
         if accelerator.sync_gradients and not accelerator.optimizer_step_was_skipped:
             updates += 1
-            scheduler.step_update(num_updates=updates)
-            ema.update(unwrapped, step=updates)
+            progress.updates += 1
+            state.schedule.step(progress.epoch, updates)
+            state.ema.update(unwrapped, step=progress.updates)
         loss_sum += loss.detach()
         n_batches += 1
         batch_size = batch_size or x.shape[0]
-        if on_progress is not None and n_batches % log_every == 0:
+        if on_progress is not None and n_batches % options.log_every == 0:
             on_progress(n_batches, (loss_sum / n_batches).item(), optimizer.param_groups[0]["lr"])
     mean_loss = accelerator.reduce(loss_sum / max(n_batches, 1), reduction="mean").item()
     images = n_batches * batch_size * accelerator.num_processes
@@ -110,3 +110,20 @@ def evaluate(accelerator, model: nn.Module, loader, head: str, loss_fn: nn.Modul
     logits, y = predict_logits(accelerator, model, loader, channels_last)
     pred = probabilities(logits, head)["class"].argmax(-1)
     return {"loss": float(loss_fn(logits, y)), **metrics.scores(y.numpy(), pred.numpy())}
+
+
+def validate(accelerator, state: FoldState, loader, head: str, loss_fn: nn.Module,
+             channels_last: bool = False) -> tuple[dict, dict]:
+    """Scores of the raw and the EMA weights on the validation loader, the same on every process.
+
+    Each process's BatchNorm statistics drift apart (its own batches; DDP syncs only at the next
+    forward), and only the main process's are saved. So first the raw model takes the main process's,
+    as DDP's next forward would, and the EMA model the mean over processes: what is scored is what
+    is saved.
+    """
+    if accelerator.num_processes > 1:
+        distribute_bn(state.model, accelerator.num_processes, reduce=False)
+        distribute_bn(state.ema.module, accelerator.num_processes, reduce=True)
+    raw = evaluate(accelerator, state.model, loader, head, loss_fn, channels_last)
+    ema = evaluate(accelerator, state.ema.module, loader, head, loss_fn, channels_last)
+    return raw, ema

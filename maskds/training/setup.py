@@ -1,0 +1,68 @@
+"""Building one fold's training: the model and its EMA, the loaders, the optimizer and the schedule."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import datasets
+import torch
+from accelerate.utils import set_seed
+from timm.optim import create_optimizer_v2
+from timm.utils import ModelEmaV3
+from torch import nn
+from torch.utils.data import DataLoader
+
+from ..core.labels import DEFAULT_AGE_THRESHOLDS
+from .config import TrainConfig
+from .datasets import CachedImages, class_labels, fold_split, make_loader
+from .model import create_model
+from .schedule import batches_per_epoch, build_schedule
+from .state import FoldState, RunProgress
+from .transforms import eval_transform, train_transform
+
+
+@dataclass
+class FoldLoaders:
+    """A fold's data: the training dataset (its epoch selects the augmentations) and both loaders."""
+    train_set: CachedImages
+    train: DataLoader
+    val: DataLoader
+    batches: int = 0   # training batches per process and epoch (after limit_train_batches)
+
+
+def build_model(config: TrainConfig, device: torch.device) -> tuple[nn.Module, ModelEmaV3]:
+    """The model on `device` and its fp32 EMA, built from the unwrapped model (before any DDP wrap)."""
+    model = create_model(config.model, config.head, config.pretrained, config.pretrained_mapping, config.drop_rate,
+                         config.mean, config.std)
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    model = model.to(device)
+    return model, ModelEmaV3(model, decay=config.ema_decay, use_warmup=config.ema_warmup, dtype=torch.float32)
+
+
+def build_loaders(config: TrainConfig, table: datasets.Dataset, fold: int, image_size: list[int],
+                  pin_memory: bool) -> FoldLoaders:
+    """Training on the configured age bands (e.g. >= 58 to lift the rare band), validation on the
+    competition's (< 30, 30..59, >= 60): the best checkpoint is chosen by the metric that is scored."""
+    split = fold_split(table, fold, config.drop_ages)
+    train_set = CachedImages(table, split.train, class_labels(table, config.age_thresholds),
+                             train_transform(image_size, config.augment), seed=config.seed)
+    val_set = CachedImages(table, split.val, class_labels(table, DEFAULT_AGE_THRESHOLDS), eval_transform(image_size),
+                           seed=None)
+    return FoldLoaders(train_set,
+                       make_loader(train_set, config.batch_size, True, config.num_workers, pin_memory),
+                       make_loader(val_set, config.batch_size * 2, False, config.num_workers, pin_memory))
+
+
+def build_fold(config: TrainConfig, accelerator, model: nn.Module, ema: ModelEmaV3,
+               loaders: FoldLoaders) -> FoldState:
+    """Optimizer, `prepare` (model, optimizer, loaders) and the schedule sized by this run's loader.
+
+    The timm scheduler stays out of `prepare`: accelerate's wrapper would step it once per process.
+    """
+    set_seed(config.seed, device_specific=True)  # weights are equal on every process; dropout masks now differ
+    optimizer = create_optimizer_v2(model, opt=config.optimizer, lr=config.lr, weight_decay=config.weight_decay)
+    model, optimizer, loaders.train, loaders.val = accelerator.prepare(model, optimizer, loaders.train, loaders.val)
+    loaders.batches = batches_per_epoch(len(loaders.train), config.limit_train_batches, config.grad_accum_steps)
+    schedule = build_schedule(optimizer, config.epochs, config.warmup_epochs, config.lr, config.min_lr,
+                              loaders.batches, config.grad_accum_steps)
+    return FoldState(model=model, ema=ema, optimizer=optimizer, schedule=schedule, progress=RunProgress())

@@ -1,0 +1,55 @@
+"""Distributed failures training survives, each under real CPU processes: resuming under another process
+count, a write failing on the main process (two loopback nodes), and BatchNorm statistics per process."""
+import math
+import subprocess
+import sys
+
+import pytest
+
+from maskds.training.datasets import fold_split, load_train_split
+from train_helpers import ACCEL, ROOT, TINY, env, free_port, launch, metrics_lines
+
+DEMO = ["--config", str(ROOT / "configs/demo.yaml")]
+
+
+@pytest.mark.slow
+def test_resume_under_another_process_count_ends_the_schedule_at_min_lr(tiny_cache, tmp_path):
+    common = [*DEMO, f"cache={tiny_cache}", f"output_dir={tmp_path}", "name=cut", "folds=[0]", "epochs=2",
+              "batch_size=4", "grad_accum_steps=1", "lr=5e-3", "min_lr=1e-5", *TINY]
+    r = launch([*common, "stop_after_epochs=1"], None)  # the first epoch on 1 process, then "killed"
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = launch([*common, "resume=auto"], "cpu_2proc.yaml")  # the rest on 2 processes
+    assert r.returncode == 0 and "resumed" in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
+    n_batches = len(fold_split(load_train_split(tiny_cache)[0], 0).train) // 4
+    one, two = n_batches, math.ceil(n_batches / 2)  # optimizer updates per epoch on 1 and on 2 processes
+    first, last = metrics_lines(tmp_path / "cut" / "fold0")
+    assert first["updates"] == first["schedule_step"] == one
+    assert last["updates"] == one + two
+    assert last["schedule_step"] == last["schedule_total"] == 2 * two  # the whole schedule, this run's size
+    assert last["lr"] == pytest.approx(1e-5, rel=1e-9)
+
+
+@pytest.mark.slow
+def test_a_write_failing_on_the_main_process_stops_every_node_promptly(tiny_cache, tmp_path):
+    fold_dir = tmp_path / "nodes" / "fold0"
+    (fold_dir / "best.safetensors").mkdir(parents=True)  # a folder where the checkpoint goes: the write fails
+    (fold_dir / "best.safetensors" / "keep").write_text("x")
+    port = free_port()
+    config = tmp_path / "two_nodes.yaml"
+    config.write_text((ACCEL / "cpu_2proc.yaml").read_text().replace("num_machines: 1", "num_machines: 2")
+                      + f"main_process_ip: 127.0.0.1\nmain_process_port: {port}\n")
+    args = [*DEMO, f"cache={tiny_cache}", f"output_dir={tmp_path}", "name=nodes", "folds=[0]", "epochs=2",
+            "batch_size=8", "resume=auto", *TINY]
+    procs = [subprocess.Popen([sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
+                               "--machine_rank", str(rank), "--num_processes", "2", str(ROOT / "train.py"), *args],
+                              cwd=ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for rank in (0, 1)]
+    try:
+        outs = [p.communicate(timeout=240)[0] for p in procs]  # today's gloo timeout would be 30 minutes
+    finally:
+        for p in procs:
+            p.kill()
+    assert all(p.returncode != 0 for p in procs), outs
+    assert "error: writing epoch 0's files" in outs[0] and "Is a directory" in outs[0], outs[0][-3000:]
+    assert "process 0 failed while writing epoch 0's files" in outs[1], outs[1][-3000:]
+    assert not (fold_dir / "state").exists()  # no epoch counts as done
