@@ -14,8 +14,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import command, machine, synthetic_data  # noqa: E402
 from maskds.data.cache import build_cache  # noqa: E402
+
+from common import command, machine, synthetic_data  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -7,8 +7,8 @@ on the same model, batch size, worker count and input size, no TTA. Side by side
 from __future__ import annotations
 
 import argparse
-import os
 import json
+import os
 import sys
 import tempfile
 import time
@@ -20,13 +20,15 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
-from common import command, machine, synthetic_data  # noqa: E402
-from loader import BaselineImages  # noqa: E402
+from maskds.core.probabilities import probabilities  # noqa: E402
+from maskds.inference.models import load_member, make_accelerator  # noqa: E402
+from maskds.inference.predict import predict_runs  # noqa: E402
 from maskds.training.checkpoint import resolved_metadata, save_best  # noqa: E402
 from maskds.training.config import TrainConfig  # noqa: E402
-from maskds.core.probabilities import probabilities  # noqa: E402
 from maskds.training.model import create_model  # noqa: E402
-from maskds.inference.predict import load_member, make_accelerator, predict_runs  # noqa: E402
+
+from common import command, machine, synthetic_data  # noqa: E402
+from loader import BaselineImages  # noqa: E402
 
 
 def fake_run(model_name: str, size, cache_size) -> tuple[Path, dict]:

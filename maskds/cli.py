@@ -7,6 +7,8 @@ from pathlib import Path
 
 from .core.errors import UserError
 
+# Each subcommand imports its stage lazily: `maskds --help` and `maskds score` need no torch or datasets.
+
 
 def _synth(a: argparse.Namespace) -> int:
     from .data.synth import synthesize

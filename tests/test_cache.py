@@ -12,12 +12,13 @@ import datasets
 import numpy as np
 import pytest
 
-from data_helpers import copy_raw, person_dirs
-from maskds.data import cache as cache_mod
 from maskds.core import images
-from maskds.data.cache import META_NAME, build_cache, load_cache
 from maskds.core.errors import UserError
+from maskds.data import cache as cache_mod
+from maskds.data.cache import META_NAME, build_cache, load_cache
 from maskds.data.layout import read_train
+
+from data_helpers import copy_raw, person_dirs
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -8,9 +8,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from maskds.core.errors import UserError
 from maskds.training.checkpoint import read_best, resume_dir, save_best, save_state_atomic
 from maskds.training.config import TrainConfig
-from maskds.core.errors import UserError
 from maskds.training.model import create_model, resolve_data_config
 from maskds.training.transforms import eval_transform
 

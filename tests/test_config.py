@@ -5,9 +5,10 @@ import sys
 
 import pytest
 
-from maskds.training.config import TrainConfig, load_config, save_config
 from maskds.core.errors import UserError
 from maskds.training.cli import main
+from maskds.training.config import TrainConfig, load_config, save_config
+
 from train_helpers import ROOT, env
 
 

@@ -6,8 +6,8 @@ import dataclasses
 import pytest
 
 from maskds.core import labels
-from maskds.data.corrections import apply_corrections, load_corrections
 from maskds.core.errors import UserError
+from maskds.data.corrections import apply_corrections, load_corrections
 from maskds.data.layout import ImageRecord
 
 
@@ -93,8 +93,9 @@ def test_missing_file_is_refused(tmp_path):
 
 
 def test_build_applies_a_user_file_and_records_it(synth_data, tmp_path, capsys):
-    from data_helpers import copy_raw
     from maskds.data.cache import build_cache, load_cache
+
+    from data_helpers import copy_raw
 
     data = copy_raw(synth_data, tmp_path / "d", persons=3, eval_images=None)
     from maskds.data.layout import read_train

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
-from maskds.data.eda import run_eda
 from maskds.core.errors import UserError
+from maskds.data.eda import run_eda
 
 PLOTS = ("classes.png", "heads.png", "ages.png", "folds.png", "samples.png")
 

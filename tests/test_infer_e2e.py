@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from test_inference import make_eval_dir, make_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,8 +88,8 @@ def test_bad_input_under_two_processes_exits_nonzero_without_output(tmp_path, da
 @pytest.mark.slow
 def test_trained_run_gives_a_valid_submission_and_scores(tmp_path, synth_data, tiny_cache):
     """The issue's bar: train the demo config on two folds, infer with TTA, score against the answers."""
+    from maskds.inference.models import build_transform, view_params
     from maskds.training.checkpoint import read_best
-    from maskds.inference.predict import build_transform, view_params
 
     train = subprocess.run(
         [sys.executable, str(ROOT / "train.py"), "--config", str(ROOT / "configs" / "demo.yaml"),

@@ -7,15 +7,16 @@ import pytest
 import torch
 from PIL import Image
 
+from maskds.core.images import cached_pixels
 from maskds.core.probabilities import probabilities
+from maskds.inference.cli import main
+from maskds.inference.models import build_transform, view_params
+from maskds.inference.predict import shard_batches
+from maskds.inference.voting import PROB_COLUMNS, answers, combine_folds, combine_runs
 from maskds.training.checkpoint import read_best, save_best
 from maskds.training.config import TrainConfig
-from maskds.core.images import cached_pixels
-from maskds.inference.cli import main
 from maskds.training.model import create_model
-from maskds.inference.predict import build_transform, shard_batches, view_params
 from maskds.training.transforms import eval_transform
-from maskds.inference.voting import PROB_COLUMNS, answers, combine_folds, combine_runs
 
 MEAN, STD = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]
 

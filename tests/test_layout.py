@@ -7,11 +7,12 @@ from collections import Counter
 
 import pytest
 
-from data_helpers import copy_raw, person_dirs, rewrite_csv
 from maskds.core import labels
-from maskds.data.cache import build_cache
 from maskds.core.errors import UserError
+from maskds.data.cache import build_cache
 from maskds.data.layout import parse_folder_name, read_eval, read_train, scan
+
+from data_helpers import copy_raw, person_dirs, rewrite_csv
 
 
 def test_synthetic_layout_parses_with_every_quirk(synth_data):

@@ -8,10 +8,11 @@ import torch
 from safetensors.torch import load_file
 
 from maskds.training.checkpoint import read_best
+from maskds.training.cli import main
 from maskds.training.config import load_config, save_config
 from maskds.training.datasets import fold_split, load_train_split
-from maskds.training.cli import main
 from maskds.training.model import create_model
+
 from train_helpers import ACCEL, ROOT, TINY, env, free_port, launch, metrics_lines
 
 DEMO = ["--config", str(ROOT / "configs/demo.yaml")]
@@ -162,8 +163,8 @@ def test_resume_refuses_a_changed_config_and_a_path_for_several_folds(tiny_cache
 def test_training_uses_the_configured_age_bands_and_validation_the_competitions(tiny_cache, tmp_path):
     import numpy as np
 
-    from maskds.training.datasets import class_labels
     from maskds.training.checkpoint import resolved_metadata
+    from maskds.training.datasets import class_labels
     from maskds.training.setup import build_loaders, build_model
 
     cfg = load_config(ROOT / "configs/demo.yaml", [f"cache={tiny_cache}", f"output_dir={tmp_path}", *TINY,

@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from maskds.training.datasets import fold_split, load_train_split
+
 from train_helpers import ACCEL, ROOT, TINY, env, free_port, launch, metrics_lines
 
 DEMO = ["--config", str(ROOT / "configs/demo.yaml")]

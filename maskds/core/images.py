@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import cv2  # installed with albumentations; decodes JPEG faster than PIL
 import numpy as np
 from PIL import Image, ImageOps
 
@@ -77,8 +78,6 @@ def cached_pixels(source: str | Path | bytes, size_hw: tuple[int, int] | None) -
 
 def decode_cached(data: bytes) -> np.ndarray:
     """Decode cache bytes (already upright RGB) to an HxWx3 uint8 array, fast path for loaders."""
-    import cv2  # installed with albumentations; decodes JPEG faster than PIL
-
     # Cache bytes carry no EXIF (build wrote upright pixels), so skip the orientation lookup.
     arr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR_RGB | cv2.IMREAD_IGNORE_ORIENTATION)
     if arr is None:  # not something OpenCV reads: fall back to the general path

@@ -16,8 +16,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from ..core import images
-from .corrections import apply_corrections, load_corrections
 from ..core.errors import UserError
+from .corrections import apply_corrections, load_corrections
 from .folds import assign_folds, person_table
 from .layout import Layout, raise_problems, scan
 from .summary import counts, print_summary

@@ -12,8 +12,8 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from ..core import images, labels  # noqa: E402
-from .corrections import apply_corrections, load_corrections  # noqa: E402
 from ..core.errors import UserError  # noqa: E402
+from .corrections import apply_corrections, load_corrections  # noqa: E402
 from .folds import assign_folds, person_table, strata  # noqa: E402
 from .layout import read_train, scan  # noqa: E402
 

@@ -13,7 +13,7 @@ from PIL import Image
 
 from ..core import labels
 from ..core.errors import UserError
-from .portrait import draw_person_image, random_look
+from .synth_portrait import draw_person_image, random_look
 
 STEMS = tuple(labels.IMAGE_STEMS)  # mask1..mask5, incorrect_mask, normal
 # Persons per age band like the real data: >= 60 is the rarest band, < 30 the largest.

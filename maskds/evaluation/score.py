@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from rich.console import Console
+from rich.table import Table
 
 from ..core.errors import UserError
 from ..core.labels import NUM_CLASSES, class_name
@@ -87,9 +89,6 @@ def run_score(submission: str | Path, answers: str | Path, as_json: bool = False
 
 def print_tables(result: dict, matrix: np.ndarray, submission, plot) -> None:
     """Scores and the confusion matrix as rich tables on stdout."""
-    from rich.console import Console
-    from rich.table import Table
-
     console = Console()
     t = Table(title=f"score of {submission} ({result['n']} images)")
     for col in ("macro F1 (18)", "mask F1", "gender F1", "age F1", "accuracy"):
@@ -114,7 +113,7 @@ def print_tables(result: dict, matrix: np.ndarray, submission, plot) -> None:
 
 def plot_confusion(matrix: np.ndarray, path: str | Path) -> Path:
     """Write the 18x18 confusion matrix as a PNG (rows = truth), counts written in the cells."""
-    import matplotlib
+    import matplotlib  # lazy: only --plot needs it, and pyplot is slow to import
 
     matplotlib.use("Agg")  # no display on servers; must precede pyplot
     import matplotlib.pyplot as plt

@@ -8,75 +8,13 @@ import time
 from pathlib import Path
 
 import pandas as pd
-from PIL import Image
 
 from ..core.errors import UserError
+from .inputs import find_checkpoints, read_info
+from .models import check_heads, load_member, make_accelerator
+from .predict import predict_runs
+from .tta import TTA_VIEWS
 from .voting import Probs, answers, combine_runs, read_probs, to_frame, write_atomic
-
-TTA_VIEWS = {"none": 1, "hflip": 2}
-SHOW = 10  # problems listed by name before "and N more"
-
-
-def find_checkpoints(run: Path, folds: list[int] | None) -> list[tuple[int, Path]]:
-    """(fold, best.safetensors) pairs of a run folder: every `fold<k>/` or only the folds named."""
-    if not run.is_dir():
-        raise UserError(f"run folder {run} does not exist; pass --run runs/<name> as written by train.py")
-    found = {}
-    for p in run.glob("fold*/best.safetensors"):
-        suffix = p.parent.name[len("fold"):]
-        if suffix.isdigit():
-            found[int(suffix)] = p
-    if not found:
-        raise UserError(f"run folder {run} holds no fold<k>/best.safetensors; train it first "
-                        "(accelerate launch train.py ...) or pass the run's own folder")
-    if folds is None:
-        return sorted(found.items())
-    missing = [k for k in folds if k not in found]
-    if missing:
-        raise UserError(f"run folder {run} has no weights for fold(s) {missing}; it has folds {sorted(found)}")
-    return [(k, found[k]) for k in folds]
-
-
-def read_info(data: Path) -> tuple[list[str], list[Path]]:
-    """ImageIDs and image paths of an eval folder (`info.csv` + `images/`), all checked up front.
-
-    Cheap enough for 12,600 images: existence plus a header parse (PIL `Image.open` reads no pixels).
-    """
-    info = data / "info.csv"
-    if not info.is_file():
-        raise UserError(f"{info} does not exist; --data must be the eval folder holding info.csv and images/")
-    try:
-        df = pd.read_csv(info, dtype=str, keep_default_na=False)
-    except pd.errors.EmptyDataError:
-        raise UserError(f"{info} is empty; it needs a header ImageID,ans and one row per image") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as err:
-        raise UserError(f"{info} is not a readable CSV: {err}") from None
-    missing = [c for c in ("ImageID", "ans") if c not in df.columns]
-    if missing:
-        raise UserError(f"{info} has no {' / '.join(missing)} column (it has: {', '.join(df.columns)}); "
-                        "expected the competition's header ImageID,ans")
-    if len(df) == 0:
-        raise UserError(f"{info} lists no images; it needs one row per image under {data / 'images'}")
-    ids = df["ImageID"].tolist()
-    dup = sorted(set(df["ImageID"][df["ImageID"].duplicated()]))
-    if dup:
-        raise UserError(f"{info} lists ImageID(s) more than once: {', '.join(dup[:SHOW])}")
-    paths = [data / "images" / i for i in ids]
-    problems = []
-    for i, p in zip(ids, paths):
-        if not p.is_file():
-            problems.append(f"{i}: missing ({p})")
-            continue
-        try:
-            with Image.open(p):
-                pass
-        except Exception as err:  # PIL raises several types for a broken or non-image file
-            problems.append(f"{i}: unreadable image ({type(err).__name__}: {err})")
-    if problems:
-        more = [f"... and {len(problems) - SHOW} more"] if len(problems) > SHOW else []
-        raise UserError(f"{len(problems)} of the {len(ids)} images in {info} cannot be used",
-                        problems[:SHOW] + more)
-    return ids, paths
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -142,8 +80,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_inference(args: argparse.Namespace, probs_path: Path) -> int:
     """Check every input, predict (sharded across processes), soft-vote, write both files on the main process."""
-    from .predict import check_heads, load_member, make_accelerator, predict_runs
-
     accelerator = make_accelerator()
     ids, paths = read_info(args.data)
     # A --run that is a file is a probabilities CSV from an earlier infer.py: ensembled as it is.

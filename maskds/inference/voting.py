@@ -10,8 +10,8 @@ import torch
 
 from ..core.atomic import atomic_path
 from ..core.errors import UserError
-from ..core.probabilities import class_probs_from_heads, heads_from_class_probs
 from ..core.labels import HEAD_SIZES, NUM_CLASSES
+from ..core.probabilities import class_probs_from_heads, heads_from_class_probs
 
 # Probabilities a run (or an ensemble) gives one image: "mask" [N,3], "gender" [N,2], "age" [N,3], "class" [N,18].
 Probs = dict[str, np.ndarray]
@@ -26,7 +26,7 @@ def combine_folds(members: Sequence[Probs], head: str) -> Probs:
     Every fold counts equally and every fold saw the same TTA views, so this equals the plain
     average over all (fold, view) pairs.
     - multihead: average each head (mask, gender, age) over folds; class = product of the averaged
-      heads (`heads.class_probs_from_heads`), never the average of per-fold products.
+      heads (`probabilities.class_probs_from_heads`), never the average of per-fold products.
     - single: average the 18-way class probabilities over folds; heads = their marginals.
     """
     if not members:

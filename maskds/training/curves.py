@@ -9,7 +9,7 @@ from ..core.atomic import atomic_path
 
 def plot_curves(metrics_file: str | Path, out: str | Path) -> Path:
     """Write a PNG with train/validation loss and 18-class macro F1 (raw and EMA weights) per epoch."""
-    import matplotlib
+    import matplotlib  # lazy: only the main process draws, and pyplot is slow to import
 
     matplotlib.use("Agg")  # no display on training machines; must precede pyplot
     import matplotlib.pyplot as plt

@@ -14,12 +14,11 @@ from torch.utils.data import DataLoader, Dataset
 from ..core import images
 from ..core.errors import UserError
 from ..core.labels import age_band, encode
+from ..data.cache import load_cache
 
 
 def load_train_split(cache: str | Path) -> tuple[datasets.Dataset, dict]:
     """The cache's `train` split with images left as encoded bytes, and the cache's meta."""
-    from ..data.cache import load_cache  # the data side owns the format; it raises UserError when missing
-
     dsd, meta = load_cache(cache)
     if "train" not in dsd:
         raise UserError(f"cache {cache}: has no 'train' split; rebuild it with `maskds build DATA {cache}`")

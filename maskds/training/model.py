@@ -28,10 +28,10 @@ class Normalize(nn.Module):
 
 
 class MaskClassifier(nn.Module):
-    """uint8 images -> Normalize -> backbone features -> dropout -> logits [B, heads.num_outputs(head)].
+    """uint8 images -> Normalize -> backbone features -> dropout -> logits [B, probabilities.num_outputs(head)].
 
     For `multihead` the 8 columns are the mask (3), gender (2) and age (3) heads side by side
-    (`heads.SLICES`): one Linear is the same as three separate ones and one matmul cheaper.
+    (`probabilities.SLICES`): one Linear is the same as three separate ones and one matmul cheaper.
     """
 
     def __init__(self, backbone: nn.Module, head: str, drop_rate: float = 0.0,

@@ -6,9 +6,11 @@ import importlib.util
 from collections.abc import Callable
 from pathlib import Path
 
+import timm
 import torch
+from safetensors.torch import load_file, save_file
 
-from maskds.core.errors import UserError
+from ..core.errors import UserError
 
 MAPPINGS = ("auto", "name", "order")
 # Wrappers that training scripts commonly put around a state dict, most specific first.
@@ -56,7 +58,6 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Read tensors from a checkpoint file, unwrapping common containers and key prefixes."""
     try:
         if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
             obj = load_file(str(path), device="cpu")
         else:
             # weights_only: a checkpoint from elsewhere must not be able to run code on load.
@@ -166,9 +167,6 @@ def load_backbone_weights(backbone: torch.nn.Module, source: str, mapping: str =
 
 def main(argv: list[str] | None = None) -> None:
     """Convert a checkpoint once into timm-named safetensors: python -m maskds.training.pretrained SRC OUT."""
-    import timm
-    from safetensors.torch import save_file
-
     parser = argparse.ArgumentParser(prog="python -m maskds.training.pretrained", description=main.__doc__)
     parser.add_argument("source", help="preset:NAME or a .safetensors/.pth/.pt/.bin file")
     parser.add_argument("out", type=Path, help="output .safetensors file")

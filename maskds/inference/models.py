@@ -1,0 +1,90 @@
+"""Fold models rebuilt from their checkpoints, with everything they need to be fed (no training flags)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from torch import nn
+
+from ..core.distributed import use_cpu
+from ..core.errors import UserError
+from ..core.probabilities import HEAD_TYPES
+from ..training.checkpoint import read_best
+from ..training.model import create_model
+from ..training.transforms import eval_transform
+
+
+@dataclass(frozen=True)
+class ViewParams:
+    """What a model's input depends on; models with equal ViewParams share one transformed batch."""
+
+    cache_size: tuple[int, int]   # (H, W) images are decoded and resized to once, as at build
+    image_size: tuple[int, int]   # (H, W) the model sees (normalization is inside the model)
+
+
+@dataclass
+class Member:
+    """One fold's model, ready to predict."""
+
+    run: int
+    fold: int
+    path: Path
+    head: str
+    view: ViewParams
+    model: nn.Module
+
+
+def make_accelerator() -> Accelerator:
+    """Accelerator for inference: process count and precision come from the launch config.
+
+    `cpu=use_cpu()`: without it a multi-process launch on a machine with no accelerator comes up
+    as N independent single processes, each predicting everything (see `maskds.core.distributed`).
+    """
+    return Accelerator(cpu=use_cpu())
+
+
+def view_params(resolved: dict, where: str | Path) -> ViewParams:
+    """The eval transform's parameters from a checkpoint's `resolved` metadata (never the command line)."""
+    try:
+        return ViewParams(
+            cache_size=(int(resolved["cache_size"][0]), int(resolved["cache_size"][1])),
+            image_size=(int(resolved["image_size"][0]), int(resolved["image_size"][1])),
+        )
+    except (KeyError, TypeError, IndexError, ValueError) as err:
+        raise UserError(f"checkpoint {where}: its 'resolved' metadata lacks or garbles {err}; "
+                        "it was not written by this version of maskds' train.py") from None
+
+
+def build_transform(view: ViewParams):
+    """The eval transform the model was validated with: `transforms.eval_transform`, as training calls it."""
+    return eval_transform(list(view.image_size))
+
+
+def load_member(run: int, fold: int, path: Path, device: torch.device) -> Member:
+    """Rebuild a fold's model from its checkpoint metadata and load the (EMA) weights."""
+    best = read_best(path)
+    view = view_params(best.resolved, path)
+    name, head = best.resolved.get("model"), best.resolved.get("head")
+    if not isinstance(name, str) or head not in HEAD_TYPES:
+        raise UserError(f"checkpoint {path}: metadata names no valid model/head (model={name!r}, head={head!r})")
+    # pretrained="none": the checkpoint holds every weight, and inference never touches a hub.
+    model = create_model(name, head, pretrained="none", mean=best.resolved.get("mean"), std=best.resolved.get("std"))
+    try:
+        model.load_state_dict(best.state_dict, strict=True)
+    except RuntimeError as err:
+        raise UserError(f"checkpoint {path}: its weights do not fit model {name!r} ({head}): "
+                        f"{str(err).splitlines()[0]}") from None
+    model.to(device).eval()
+    return Member(run, fold, path, head, view, model)
+
+
+def check_heads(members: list[Member]) -> None:
+    """Each run must use one head type across its folds (combine_folds needs one rule per run)."""
+    for run in sorted({m.run for m in members}):
+        heads = {m.head for m in members if m.run == run}
+        if len(heads) > 1:
+            paths = ", ".join(str(m.path) for m in members if m.run == run)
+            raise UserError(f"run {run + 1} mixes head types {sorted(heads)} across its folds ({paths}); "
+                            "predict each head type separately and ensemble their probability files")
