@@ -54,3 +54,15 @@ def test_a_write_failing_on_the_main_process_stops_every_node_promptly(tiny_cach
     assert "error: writing epoch 0's files" in outs[0] and "Is a directory" in outs[0], outs[0][-3000:]
     assert "process 0 failed while writing epoch 0's files" in outs[1], outs[1][-3000:]
     assert not (fold_dir / "state").exists()  # no epoch counts as done
+
+
+@pytest.mark.slow
+def test_several_folds_train_one_after_another_under_two_processes(tiny_cache, tmp_path):
+    # accelerate's end_training() ends the process group: called per fold, the second fold had none.
+    args = [*DEMO, f"cache={tiny_cache}", f"output_dir={tmp_path}", "name=two", "folds=[0,1]", "epochs=1",
+            "batch_size=8", *TINY]
+    r = launch(args, "cpu_2proc.yaml")
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    for k in (0, 1):
+        assert len(metrics_lines(tmp_path / "two" / f"fold{k}")) == 1
+        assert (tmp_path / "two" / f"fold{k}" / "best.safetensors").is_file()

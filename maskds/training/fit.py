@@ -85,9 +85,12 @@ def run(config: TrainConfig) -> None:
         raise UserError(f"model: {config.model!r} is not a timm model name (see timm.list_models())")
     table, meta = load_train_split(config.cache)
     plan = plan_folds(config, sorted(set(table["fold"])))
-    PartialState(cpu=use_cpu()).wait_for_everyone()  # every process has passed the checks before any writes
+    processes = PartialState(cpu=use_cpu())
+    processes.wait_for_everyone()  # every process has passed the checks before any writes
     for fold, fold_dir, state in plan:
         train_fold(config, table, list(meta["args"]["size"]), fold, fold_dir, state)
+    processes.wait_for_everyone()
+    processes.destroy_process_group()  # once, after the last fold (what end_training would do per fold)
 
 
 def train_fold(config: TrainConfig, table: datasets.Dataset, cache_size: list[int], fold: int, fold_dir: Path,
@@ -118,7 +121,8 @@ def train_fold(config: TrainConfig, table: datasets.Dataset, cache_size: list[in
         save_state_atomic(accelerator, files.fold_dir)
         if config.stop_after_epochs and epoch + 1 - first >= config.stop_after_epochs:
             break
-    accelerator.end_training()
+    for tracker in accelerator.trackers:  # not end_training(): it also ends the process group the next fold needs
+        tracker.finish()
 
 
 def _write_epoch(files: FoldFiles, record: dict, state: FoldState, epochs: int) -> None:
