@@ -1,4 +1,4 @@
-"""`maskds` command line: synth, build, eda, score. Each subcommand is a thin call into its module."""
+"""`maskds` command line: synth, build, eda, score, oof. Each subcommand is a thin call into its module."""
 from __future__ import annotations
 
 import argparse
@@ -36,6 +36,15 @@ def _score(a: argparse.Namespace) -> int:
     from .evaluation.score import run_score
 
     run_score(a.submission, a.answers, as_json=a.json, plot=a.plot)
+    return 0
+
+
+def _oof(a: argparse.Namespace) -> int:
+    from .evaluation.oof import run_oof
+
+    if a.top < 1:
+        raise UserError(f"--top must be >= 1, got {a.top}")
+    run_oof(a.run, as_json=a.json, plot=a.plot, gallery=a.gallery, top=a.top, tune=a.tune_decision)
     return 0
 
 
@@ -90,6 +99,22 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     c.add_argument("--plot", type=Path, default=None, metavar="FILE", help="write the confusion matrix PNG")
     c.set_defaults(func=_score)
+
+    o = sub.add_parser("oof", help="cross-validated score of a run from its folds' out-of-fold predictions",
+                       description="Join the oof.csv every fold writes (its best EMA epoch's probabilities on "
+                       "its own validation persons) and score them: with every fold trained, an estimate of "
+                       "the held-out score for every training person.")
+    o.add_argument("run", type=Path, metavar="RUN", help="run folder with fold<k>/oof.csv (runs/<name>)")
+    o.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    o.add_argument("--plot", type=Path, default=None, metavar="FILE", help="write the confusion matrix PNG")
+    o.add_argument("--gallery", type=Path, default=None, metavar="PNG",
+                   help="write the most confident mistakes as thumbnails, grouped by person (label errors "
+                   "found there go into your corrections file)")
+    o.add_argument("--top", type=int, default=36, help="mistakes shown in the gallery (default 36)")
+    o.add_argument("--tune-decision", action="store_true",
+                   help="fit per-class weights for macro F1 on these predictions and save RUN/decision.json, "
+                   "which infer.py then applies (prints the score before and after)")
+    o.set_defaults(func=_oof)
     return p
 
 

@@ -9,9 +9,9 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from maskds.core.errors import UserError
-from maskds.training.checkpoint import read_best, resume_dir, save_best, save_state_atomic
+from maskds.training.checkpoint import read_best, resolved_metadata, resume_dir, save_best, save_state_atomic
 from maskds.training.config import TrainConfig
-from maskds.training.model import create_model, resolve_data_config
+from maskds.training.model import create_model
 from maskds.training.transforms import eval_transform
 
 
@@ -19,8 +19,7 @@ def _best(tmp_path):
     cfg = TrainConfig(model="test_efficientnet", head="single", pretrained="none", image_size=[64, 48],
                       age_thresholds=[30, 58])
     model = create_model(cfg.model, cfg.head, pretrained="none")
-    resolved = {"model": cfg.model, "head": cfg.head, **resolve_data_config(model, cfg.image_size, cfg.mean, cfg.std),
-                "cache_size": [96, 72], "age_thresholds": cfg.age_thresholds}
+    resolved = resolved_metadata(cfg, model, [96, 72])
     path = tmp_path / "best.safetensors"
     save_best(path, model.state_dict(), cfg, resolved, {"fold": 2, "epoch": 3, "metrics": {"macro_f1": 0.5}})
     return path, cfg, model, resolved
@@ -45,7 +44,7 @@ def test_metadata_is_plain_strings_in_the_documented_format(tmp_path):
     assert meta["maskds_format"] == "1"
     assert json.loads(meta["config"]) == cfg.to_dict()
     assert json.loads(meta["resolved"])["image_size"] == [64, 48]
-    assert set(json.loads(meta["resolved"])) == {"model", "head", "image_size", "mean", "std", "cache_size",
+    assert set(json.loads(meta["resolved"])) == {"model", "head", "age_head", "image_size", "mean", "std", "cache_size",
                                                 "age_thresholds"}
 
 

@@ -74,7 +74,8 @@ def test_evaluate_and_predict_logits_cover_every_example_once():
     acc = Accelerator(cpu=True)
     model = create_model("test_efficientnet", "single")
     loader = acc.prepare(DataLoader(_data(11), batch_size=4))
-    scores = evaluate(acc, acc.prepare(model), loader, "single", MaskLoss("single"))
+    scores, probs = evaluate(acc, acc.prepare(model), loader, "single", MaskLoss("single"))
+    assert probs["class"].shape == (11, 18)
     assert scores["n"] == 11 and 0 <= scores["macro_f1"] <= 1 and scores["loss"] > 0
     logits, labels = predict_logits(acc, model, loader)
     assert logits.shape == (11, 18) and labels.tolist() == [int(y) for _, y in _data(11)]

@@ -12,7 +12,8 @@ from maskds.core.probabilities import probabilities
 from maskds.inference.cli import main
 from maskds.inference.models import build_transform, view_params
 from maskds.inference.predict import shard_batches
-from maskds.inference.voting import PROB_COLUMNS, answers, combine_folds, combine_runs
+from maskds.core.probabilities import PROB_COLUMNS
+from maskds.inference.voting import answers, combine_folds, combine_runs
 from maskds.training.checkpoint import read_best, save_best
 from maskds.training.config import TrainConfig
 from maskds.training.model import create_model
@@ -25,7 +26,7 @@ def make_run(root, head="multihead", folds=(0, 1), image_size=(40, 32), cache_si
     """A run folder of untrained test_efficientnet folds with random (non-uniform) output layers."""
     config = TrainConfig(model="test_efficientnet", pretrained="none", head=head, image_size=list(image_size),
                          mean=MEAN, std=STD)
-    resolved = {"model": "test_efficientnet", "head": head, "image_size": list(image_size), "mean": MEAN,
+    resolved = {"model": "test_efficientnet", "head": head, "age_head": "bands", "image_size": list(image_size), "mean": MEAN,
                 "std": STD, "cache_size": list(cache_size), "age_thresholds": [30, 60]}
     for k in folds:
         torch.manual_seed(seed * 100 + k)

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from maskds.core.errors import UserError
-from maskds.core.probabilities import num_outputs
+from maskds.core.probabilities import HeadSpec
 from maskds.training.model import create_model, resolve_data_config
 
 
@@ -11,7 +11,7 @@ from maskds.training.model import create_model, resolve_data_config
 def test_logits_have_the_head_types_width(head):
     model = create_model("test_efficientnet", head).eval()
     out = model(torch.randn(2, 3, 64, 48))
-    assert out.shape == (2, num_outputs(head))
+    assert out.shape == (2, HeadSpec(head).num_outputs)
 
 
 def test_state_dict_loads_into_a_fresh_model_with_pretrained_none():

@@ -73,7 +73,7 @@ def test_the_saved_ema_weights_score_what_validation_recorded(two_proc_run, tiny
     model.load_state_dict(best.state_dict)
     loaders = build_loaders(best.config, load_train_split(tiny_cache)[0], 0, best.resolved["image_size"], False)
     loss_fn = MaskLoss(best.config.head, best.config.loss, best.config.label_smoothing)
-    scores = evaluate(Accelerator(cpu=True), model, loaders.val, best.config.head, loss_fn)
+    scores, _ = evaluate(Accelerator(cpu=True), model, loaders.val, best.config.head, loss_fn)
     recorded = metrics_lines(fold_dir)[best.info["epoch"]]["ema"]
     assert scores["n"] == recorded["n"]
     assert scores["loss"] == pytest.approx(recorded["loss"], rel=1e-5, abs=1e-6)
@@ -174,8 +174,9 @@ def test_training_uses_the_configured_age_bands_and_validation_the_competitions(
     train_ds, val_ds = loaders.train_set, loaders.val.dataset
     resolved = resolved_metadata(cfg, build_model(cfg, torch.device("cpu"))[0], meta["args"]["size"])
     moved, competition = class_labels(table, [30, 45]), class_labels(table, [30, 60])
-    assert np.array_equal(train_ds.labels, moved[train_ds.rows])
-    assert np.array_equal(val_ds.labels, competition[val_ds.rows])
+    assert np.array_equal(train_ds.labels[:, 0], moved[train_ds.rows])
+    assert np.array_equal(val_ds.labels[:, 0], competition[val_ds.rows])
+    assert np.array_equal(val_ds.labels[:, 1], np.asarray(table["age"])[val_ds.rows])  # ages for numeric heads
     assert (moved[val_ds.rows] != competition[val_ds.rows]).any()  # some validation person is 45..59
     assert resolved["age_thresholds"] == [30, 45]
 

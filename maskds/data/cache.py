@@ -80,6 +80,13 @@ def _undecodable(data: Path, paths: list[str], num_proc: int) -> list[str]:
             for p, (ok, why) in zip(paths, results) if not ok]
 
 
+def cache_id(meta: dict) -> str:
+    """A short identity of a cache's content: its inputs, build arguments and corrections."""
+    key = json.dumps([meta.get("inputs_fingerprint"), meta.get("args"), meta.get("corrections", {}).get("sha256")],
+                     sort_keys=True)
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
 def inputs_fingerprint(data: Path, layout: Layout, corrections_sha: str | None) -> str:
     """Cheap fingerprint of the inputs: relpath, size and mtime of every file used, plus the corrections."""
     h = hashlib.sha256(f"corrections {corrections_sha}\n".encode())

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ..core.errors import UserError
@@ -14,7 +16,9 @@ from .inputs import find_checkpoints, read_info
 from .models import check_heads, load_member, make_accelerator
 from .predict import predict_runs
 from .tta import TTA_VIEWS
-from .voting import Probs, answers, combine_runs, read_probs, to_frame, write_atomic
+from ..core.probabilities import Probs, to_frame
+from ..evaluation.decision import DECISION_FILE, load_decision
+from .voting import answers, combine_runs, read_probs, write_atomic
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -42,6 +46,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="test-time augmentation: none, or hflip (original + mirrored, averaged)")
     p.add_argument("--folds", type=int, nargs="+", default=None, metavar="K",
                    help="only these folds of each run (default: every fold<k> found)")
+    p.add_argument("--decision", type=Path, default=None, metavar="JSON",
+                   help="a tuned decision (class weights) to apply; default: the run's decision.json when "
+                   "one run is predicted and it has one (`maskds oof RUN --tune-decision` writes it)")
+    p.add_argument("--no-tuned-decision", action="store_true",
+                   help="answer with the plain argmax even when the run has a decision.json")
     p.add_argument("--batch-size", type=int, default=64, help="images per batch and process (default 64)")
     p.add_argument("--num-workers", type=int, default=2, help="DataLoader workers per process (default 2)")
     a = p.parse_args(argv)
@@ -88,6 +97,7 @@ def run_inference(args: argparse.Namespace, probs_path: Path) -> int:
     members = [load_member(i, k, p, accelerator.device)
                for i, src in enumerate(sources) if not isinstance(src, Path) for k, p in src]
     check_heads(members)
+    weights, decision = choose_decision(args, members)
 
     views = TTA_VIEWS[args.tta]
     start = time.perf_counter()
@@ -95,7 +105,9 @@ def run_inference(args: argparse.Namespace, probs_path: Path) -> int:
     seconds = time.perf_counter() - start
     if accelerator.is_main_process:
         runs = [files[i] if i in files else predicted[i] for i in range(len(sources))]
-        write_outputs(ids, combine_runs(runs, args.weights), args.out, probs_path)
+        write_outputs(ids, combine_runs(runs, args.weights), args.out, probs_path, weights)
+        if decision is not None:
+            print(f"applied the tuned decision {decision} (class weights; --no-tuned-decision for plain argmax)")
         if members:
             print(f"{len(ids)} images x {len(members)} model(s) x {views} TTA view(s) in {seconds:.1f}s: "
                   f"{len(ids) / max(seconds, 1e-9):.1f} images/s on {accelerator.num_processes} process(es)")
@@ -104,7 +116,24 @@ def run_inference(args: argparse.Namespace, probs_path: Path) -> int:
     return 0
 
 
-def write_outputs(ids: list[str], probs: Probs, out: Path, probs_path: Path) -> None:
-    """Probabilities file, then the submission (info.csv's rows and order, `ans` filled), both atomic."""
+def choose_decision(args: argparse.Namespace, members: list) -> tuple[np.ndarray | None, Path | None]:
+    """The class weights to answer with, and their file: --decision, else the one run's decision.json.
+
+    A decision is checked against the heads of the run it is applied to (one run predicted); an
+    ensemble of several runs answers with the plain argmax unless --decision names a file.
+    """
+    if args.no_tuned_decision:
+        return None, None
+    heads = {json.dumps({"head": m.spec.head, "age_head": m.spec.age_head}) for m in members}
+    one_run = len(args.run) == 1 and args.run[0].is_dir()
+    path = args.decision or (args.run[0] / DECISION_FILE if one_run else None)
+    if path is None or (args.decision is None and not path.is_file()):
+        return None, None
+    return load_decision(path, json.loads(heads.pop()) if len(heads) == 1 else None), path
+
+
+def write_outputs(ids: list[str], probs: Probs, out: Path, probs_path: Path, weights: np.ndarray | None = None) -> None:
+    """Probabilities file (the soft vote, untouched), then the submission (info.csv's rows and order, `ans`
+    = argmax of the class probabilities, times the tuned decision's class weights if any), both atomic."""
     write_atomic(to_frame(ids, probs), probs_path, float_format="%.8g")
-    write_atomic(pd.DataFrame({"ImageID": ids, "ans": answers(probs)}), out)
+    write_atomic(pd.DataFrame({"ImageID": ids, "ans": answers(probs, weights)}), out)

@@ -10,7 +10,8 @@ from torch import nn
 
 from ..core.distributed import use_cpu
 from ..core.errors import UserError
-from ..core.probabilities import HEAD_TYPES
+from ..core.labels import DEFAULT_AGE_THRESHOLDS
+from ..core.probabilities import HeadSpec
 from ..training.checkpoint import read_best
 from ..training.model import create_model
 from ..training.transforms import eval_transform
@@ -31,7 +32,7 @@ class Member:
     run: int
     fold: int
     path: Path
-    head: str
+    spec: HeadSpec
     view: ViewParams
     model: nn.Module
 
@@ -57,6 +58,15 @@ def view_params(resolved: dict, where: str | Path) -> ViewParams:
                         "it was not written by this version of maskds' train.py") from None
 
 
+def head_spec(resolved: dict, where: str | Path) -> HeadSpec:
+    """The heads a checkpoint holds (checkpoints from before age heads hold bands)."""
+    try:
+        return HeadSpec(resolved.get("head"), resolved.get("age_head", "bands"),
+                        tuple(resolved.get("age_thresholds", DEFAULT_AGE_THRESHOLDS)))
+    except (ValueError, TypeError) as err:
+        raise UserError(f"checkpoint {where}: its metadata names no valid heads ({err})") from None
+
+
 def build_transform(view: ViewParams):
     """The eval transform the model was validated with: `transforms.eval_transform`, as training calls it."""
     return eval_transform(list(view.image_size))
@@ -66,24 +76,24 @@ def load_member(run: int, fold: int, path: Path, device: torch.device) -> Member
     """Rebuild a fold's model from its checkpoint metadata and load the (EMA) weights."""
     best = read_best(path)
     view = view_params(best.resolved, path)
-    name, head = best.resolved.get("model"), best.resolved.get("head")
-    if not isinstance(name, str) or head not in HEAD_TYPES:
-        raise UserError(f"checkpoint {path}: metadata names no valid model/head (model={name!r}, head={head!r})")
+    name, spec = best.resolved.get("model"), head_spec(best.resolved, path)
+    if not isinstance(name, str):
+        raise UserError(f"checkpoint {path}: metadata names no model (model={name!r})")
     # pretrained="none": the checkpoint holds every weight, and inference never touches a hub.
-    model = create_model(name, head, pretrained="none", mean=best.resolved.get("mean"), std=best.resolved.get("std"))
+    model = create_model(name, spec, pretrained="none", mean=best.resolved.get("mean"), std=best.resolved.get("std"))
     try:
         model.load_state_dict(best.state_dict, strict=True)
     except RuntimeError as err:
-        raise UserError(f"checkpoint {path}: its weights do not fit model {name!r} ({head}): "
+        raise UserError(f"checkpoint {path}: its weights do not fit model {name!r} ({spec.head}/{spec.age_head}): "
                         f"{str(err).splitlines()[0]}") from None
     model.to(device).eval()
-    return Member(run, fold, path, head, view, model)
+    return Member(run, fold, path, spec, view, model)
 
 
 def check_heads(members: list[Member]) -> None:
     """Each run must use one head type across its folds (combine_folds needs one rule per run)."""
     for run in sorted({m.run for m in members}):
-        heads = {m.head for m in members if m.run == run}
+        heads = {m.spec.head for m in members if m.run == run}
         if len(heads) > 1:
             paths = ", ".join(str(m.path) for m in members if m.run == run)
             raise UserError(f"run {run + 1} mixes head types {sorted(heads)} across its folds ({paths}); "

@@ -14,7 +14,8 @@ from ..core.errors import UserError
 from ..core.images import cached_pixels
 from .models import Member, build_transform
 from .tta import forward_views
-from .voting import KEYS, WIDTHS, Probs, combine_folds
+from ..core.probabilities import KEYS, WIDTHS, Probs
+from .voting import combine_folds
 
 
 class EvalImages(Dataset):
@@ -84,7 +85,7 @@ def predict_shard(members: list[Member], paths: list[Path], accelerator, batch_s
                     x = x.to(accelerator.device)
                     for i in (i for i in group if members[i].view == vp):
                         m = members[i]
-                        rows[i].append(forward_views(m.model, x, m.head, views, accelerator.autocast))
+                        rows[i].append(forward_views(m.model, x, m.spec, views, accelerator.autocast))
                 bar.advance(task, len(idx))
     empty = {k: np.zeros((0, WIDTHS[k]), np.float32) for k in KEYS}
     stacked = [{k: np.concatenate([r[k] for r in rs]) for k in KEYS} if rs else empty for rs in rows]
@@ -108,5 +109,5 @@ def predict_runs(members: list[Member], paths: list[Path], accelerator, batch_si
     runs = {}
     for run in sorted({m.run for m in members}):
         mine = [i for i, m in enumerate(members) if m.run == run]
-        runs[run] = combine_folds([merged[i] for i in mine], members[mine[0]].head)
+        runs[run] = combine_folds([merged[i] for i in mine], members[mine[0]].spec.head)
     return runs

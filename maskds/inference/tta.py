@@ -4,18 +4,17 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..core.probabilities import probabilities
-from .voting import KEYS, Probs
+from ..core.probabilities import KEYS, HeadSpec, Probs, probabilities
 
 TTA_VIEWS = {"none": 1, "hflip": 2}  # name -> number of views (view 2: the batch flipped left-right)
 
 
-def forward_views(model: nn.Module, x: torch.Tensor, head: str, views: int, autocast) -> Probs:
+def forward_views(model: nn.Module, x: torch.Tensor, spec: HeadSpec, views: int, autocast) -> Probs:
     """One model's probabilities averaged over TTA views (view 2: the batch flipped left-right)."""
     total = None
     for v in range(views):
         with autocast():
             logits = model(x if v == 0 else torch.flip(x, dims=[-1]))
-        p = probabilities(logits, head)
+        p = probabilities(logits, spec)
         total = p if total is None else {k: total[k] + p[k] for k in KEYS}
     return {k: (total[k] / views).cpu().numpy() for k in KEYS}

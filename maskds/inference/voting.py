@@ -10,14 +10,9 @@ import torch
 
 from ..core.atomic import atomic_path
 from ..core.errors import UserError
-from ..core.labels import HEAD_SIZES, NUM_CLASSES
-from ..core.probabilities import class_probs_from_heads, heads_from_class_probs
+from ..core.probabilities import (KEYS, PROB_COLUMNS, Probs, class_probs_from_heads, heads_from_class_probs,
+                                  probs_from_frame, to_frame)
 
-# Probabilities a run (or an ensemble) gives one image: "mask" [N,3], "gender" [N,2], "age" [N,3], "class" [N,18].
-Probs = dict[str, np.ndarray]
-KEYS = ("mask", "gender", "age", "class")
-WIDTHS = {**HEAD_SIZES, "class": NUM_CLASSES}
-PROB_COLUMNS = [f"{k}_p{i}" for k in KEYS for i in range(WIDTHS[k])]
 
 
 def combine_folds(members: Sequence[Probs], head: str) -> Probs:
@@ -55,18 +50,11 @@ def combine_runs(runs: Sequence[Probs], weights: Sequence[float] | None = None) 
     return {k: sum(wi * r[k].astype(np.float64) for wi, r in zip(w, runs)) for k in KEYS}
 
 
-def answers(probs: Probs) -> np.ndarray:
-    """18-class ids: argmax of the combined class probabilities (ties go to the lower id)."""
-    return probs["class"].argmax(axis=1).astype(np.int64)
-
-
-def to_frame(image_ids: Sequence[str], probs: Probs) -> pd.DataFrame:
-    """The probabilities file's table: ImageID, mask_p0..2, gender_p0..1, age_p0..2, class_p0..17."""
-    cols = {"ImageID": list(image_ids)}
-    for k in KEYS:
-        for i in range(WIDTHS[k]):
-            cols[f"{k}_p{i}"] = probs[k][:, i]
-    return pd.DataFrame(cols)
+def answers(probs: Probs, weights: np.ndarray | None = None) -> np.ndarray:
+    """18-class ids: argmax of the combined class probabilities, times per-class weights when a tuned
+    decision is applied (`evaluation.decision`); ties go to the lower id."""
+    scores = probs["class"] if weights is None else probs["class"] * np.asarray(weights)[None, :]
+    return scores.argmax(axis=1).astype(np.int64)
 
 
 def read_probs(path: str | Path, image_ids: Sequence[str]) -> Probs:
@@ -89,8 +77,7 @@ def read_probs(path: str | Path, image_ids: Sequence[str]) -> Probs:
         raise UserError(f"probabilities file {p} is for other images than info.csv: "
                         f"{len(absent)} ImageID(s) missing (e.g. {', '.join(absent[:5])}), {len(df)} rows "
                         f"for {len(image_ids)} images")
-    df = df.loc[list(image_ids)]
-    return {k: df[[f"{k}_p{i}" for i in range(WIDTHS[k])]].to_numpy(np.float64) for k in KEYS}
+    return probs_from_frame(df.loc[list(image_ids)])
 
 
 def write_atomic(frame: pd.DataFrame, path: str | Path, **to_csv) -> Path:

@@ -19,7 +19,7 @@ from .model import resolve_data_config
 
 FORMAT = "1"
 STATE_DIR = "state"
-RESOLVED_KEYS = ("model", "head", "image_size", "mean", "std", "cache_size", "age_thresholds")
+RESOLVED_KEYS = ("model", "head", "age_head", "image_size", "mean", "std", "cache_size", "age_thresholds")
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ def resolved_metadata(config: TrainConfig, model: torch.nn.Module, cache_size: l
     Config values where given, else the backbone's pretrained defaults (image size, mean, std); the
     cache's image size; the age bands training used.
     """
-    return {"model": config.model, "head": config.head,
+    return {"model": config.model, "head": config.head, "age_head": config.age_head,
             **resolve_data_config(model, config.image_size, config.mean, config.std),
             "cache_size": [int(v) for v in cache_size], "age_thresholds": list(config.age_thresholds)}
 

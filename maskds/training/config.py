@@ -12,7 +12,7 @@ import yaml
 
 from ..core.atomic import atomic_path
 from ..core.errors import UserError
-from ..core.probabilities import HEAD_TYPES
+from ..core.probabilities import AGE_HEADS, HEAD_TYPES, HeadSpec
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,9 @@ class TrainConfig:
     model: str = "tf_efficientnet_lite0"      # any timm.create_model name
     pretrained: str = "hub"                   # hub | none | a local file | preset:<name>
     pretrained_mapping: str = "auto"          # auto | name | order (how a local file's keys map)
-    head: str = "multihead"                   # multihead (3+2+3) | single (18-way)
+    head: str = "multihead"                   # multihead (3+2+age) | single (18-way)
+    age_head: str = "bands"                   # bands (3-way) | regression (the age, Huber) | distribution
+                                              # (softmax over ages 10..90, Gaussian target); multihead only
     drop_rate: float = 0.2
     image_size: Union[list[int], None] = None  # [height, width]; None = the model's pretrained size
     mean: Union[list[float], None] = None      # None = the model's pretrained normalization
@@ -47,8 +49,10 @@ class TrainConfig:
     optimizer: str = "adamw"                  # any timm.optim.create_optimizer_v2 name
     warmup_epochs: float = 1.0
     grad_clip: float = 1.0                    # 0 disables clipping
-    ema_decay: float = 0.999
-    ema_warmup: bool = True                   # ramp the EMA decay up from 0 (timm use_warmup): short runs
+    ema_decay: float = 0.999                  # horizon 1/(1 - decay) optimizer updates (ignored if ema_epochs > 0)
+    ema_epochs: float = 0.0                   # >0: the horizon in epochs; decay = 1 - 1/(ema_epochs x updates/epoch)
+    ema_warmup: bool = True                   # a plain running mean until the horizon is reached (timm warm-up,
+                                              # power 1), then exponential: early weights never dominate
     # loss
     loss: str = "ce"                          # ce | focal
     label_smoothing: float = 0.1
@@ -82,6 +86,10 @@ class TrainConfig:
         hints = typing.get_type_hints(cls)
         checked = {k: _coerce(v, hints[k], f"{source}: {k}") for k, v in data.items()}
         return cls(**checked)
+
+    def head_spec(self) -> HeadSpec:
+        """What the model's logits hold; numeric age heads split ages into bands at `age_thresholds`."""
+        return HeadSpec(self.head, self.age_head, tuple(self.age_thresholds))
 
     def fold_ids(self, available: list[int]) -> list[int]:
         """The folds to run, checked against those the cache has."""
@@ -131,8 +139,14 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
 def _check_values(c: TrainConfig) -> None:
     """Value checks beyond types, each naming the key."""
     problems = []
+    if not 0 <= c.ema_decay < 1 or c.ema_epochs < 0:
+        problems.append(f"ema_decay must be in [0, 1) and ema_epochs >= 0, got {c.ema_decay} and {c.ema_epochs}")
     if c.head not in HEAD_TYPES:
         problems.append(f"head: must be one of {list(HEAD_TYPES)}, got {c.head!r}")
+    if c.age_head not in AGE_HEADS:
+        problems.append(f"age_head: must be one of {list(AGE_HEADS)}, got {c.age_head!r}")
+    elif c.age_head != "bands" and c.head != "multihead":
+        problems.append(f"age_head: {c.age_head!r} needs head=multihead (head=single is one 18-way softmax)")
     if isinstance(c.folds, str) and c.folds != "all":
         problems.append(f"folds: must be 'all' or a list of fold ids like [0, 2], got {c.folds!r}")
     if isinstance(c.folds, list) and (not c.folds or len(set(c.folds)) != len(c.folds) or min(c.folds) < 0):

@@ -33,6 +33,11 @@ def class_labels(table: datasets.Dataset, age_thresholds: Sequence[int]) -> np.n
     return encode(mask, gender, bands)
 
 
+def class_and_age(table: datasets.Dataset, age_thresholds: Sequence[int]) -> np.ndarray:
+    """[N, 2] rows of (18-class id with the given age bands, age in years): what every age head learns from."""
+    return np.stack([class_labels(table, age_thresholds), np.asarray(table["age"], dtype=np.int64)], axis=1)
+
+
 @dataclass(frozen=True)
 class FoldSplit:
     """Row indices of one fold's training and validation images."""
@@ -53,7 +58,10 @@ def fold_split(table: datasets.Dataset, fold: int, drop_ages: Sequence[int] = ()
 
 
 class CachedImages(Dataset):
-    """(uint8 image tensor, 18-class id) for chosen rows; JPEG bytes are decoded here, inside workers.
+    """(uint8 image tensor, target) for chosen rows; JPEG bytes are decoded here, inside workers.
+
+    `labels` holds one row per table row: an 18-class id, or a vector such as (class id, age)
+    (`class_and_age`); batches then carry [B] or [B, k] targets.
 
     Augmentations are seeded per sample from (seed, epoch, index), not per worker: every sample draws
     its own, each epoch draws anew, and the draw does not depend on which worker or process loads it.
@@ -91,7 +99,7 @@ class CachedImages(Dataset):
         if self.seed is not None:
             seed_sample(self.transform, self.seed, epoch, i)
         image = self.transform(image=images.decode_cached(raw))["image"]
-        return image, int(self.labels[i])
+        return image, torch.from_numpy(self.labels[i]) if self.labels.ndim == 2 else int(self.labels[i])
 
 
 def seed_sample(transform, seed: int, epoch: int, index: int) -> None:

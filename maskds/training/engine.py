@@ -5,11 +5,12 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Optional
 
+import numpy as np
 import torch
 from timm.utils import distribute_bn
 from torch import nn
 
-from ..core.probabilities import probabilities
+from ..core.probabilities import HeadSpec, probabilities
 from ..evaluation import metrics
 from .state import FoldState
 
@@ -104,17 +105,21 @@ def predict_logits(accelerator, model: nn.Module, loader, channels_last: bool = 
     return torch.cat(outs), (torch.cat(labels) if labels else None)
 
 
-def evaluate(accelerator, model: nn.Module, loader, head: str, loss_fn: nn.Module,
-             channels_last: bool = False) -> dict:
-    """Validation loss and `metrics.scores` (18-class macro F1, per-head F1, accuracy, n), computed once."""
+def evaluate(accelerator, model: nn.Module, loader, spec: str | HeadSpec, loss_fn: nn.Module,
+             channels_last: bool = False) -> tuple[dict, dict[str, np.ndarray]]:
+    """Validation loss and `metrics.scores` (18-class macro F1, per-head F1, accuracy, n), computed once
+    over exactly the loader's examples, and their probabilities {'mask','gender','age','class'}."""
     logits, y = predict_logits(accelerator, model, loader, channels_last)
-    pred = probabilities(logits, head)["class"].argmax(-1)
-    return {"loss": float(loss_fn(logits, y)), **metrics.scores(y.numpy(), pred.numpy())}
+    probs = probabilities(logits, spec)
+    truth = y[:, 0] if y.ndim == 2 else y  # (class id, age) rows or class ids
+    scores = {"loss": float(loss_fn(logits, y)), **metrics.scores(truth.numpy(), probs["class"].argmax(-1).numpy())}
+    return scores, {k: v.numpy() for k, v in probs.items()}
 
 
-def validate(accelerator, state: FoldState, loader, head: str, loss_fn: nn.Module,
-             channels_last: bool = False) -> tuple[dict, dict]:
-    """Scores of the raw and the EMA weights on the validation loader, the same on every process.
+def validate(accelerator, state: FoldState, loader, spec: HeadSpec, loss_fn: nn.Module,
+             channels_last: bool = False) -> tuple[dict, dict, dict[str, np.ndarray]]:
+    """Scores of the raw and the EMA weights on the validation loader, the same on every process, and
+    the EMA's probabilities (the out-of-fold predictions when the epoch is the best).
 
     Each process's BatchNorm statistics drift apart (its own batches; DDP syncs only at the next
     forward), and only the main process's are saved. So first the raw model takes the main process's,
@@ -124,6 +129,6 @@ def validate(accelerator, state: FoldState, loader, head: str, loss_fn: nn.Modul
     if accelerator.num_processes > 1:
         distribute_bn(state.model, accelerator.num_processes, reduce=False)
         distribute_bn(state.ema.module, accelerator.num_processes, reduce=True)
-    raw = evaluate(accelerator, state.model, loader, head, loss_fn, channels_last)
-    ema = evaluate(accelerator, state.ema.module, loader, head, loss_fn, channels_last)
-    return raw, ema
+    raw, _ = evaluate(accelerator, state.model, loader, spec, loss_fn, channels_last)
+    ema, ema_probs = evaluate(accelerator, state.ema.module, loader, spec, loss_fn, channels_last)
+    return raw, ema, ema_probs

@@ -1,6 +1,7 @@
 """The fold loop `train.py` runs: checks first, then for each fold train, validate, record, save state, resume."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
@@ -13,18 +14,28 @@ from accelerate.utils import ProjectConfiguration, set_seed
 from ..core.console import show
 from ..core.distributed import on_main, use_cpu
 from ..core.errors import UserError
+from ..core.probabilities import Probs
+from ..data.cache import cache_id
 from .checkpoint import resolved_metadata, resume_dir, save_state_atomic
 from .config import TrainConfig
 from .datasets import load_train_split
 from .engine import StepOptions, train_one_epoch, validate
 from .losses import MaskLoss
 from .progress import epoch_table, train_progress
-from .records import FoldFiles, epoch_record, tracker_scalars
+from .records import FoldFiles, epoch_record, oof_index, tracker_scalars
 from .setup import FoldLoaders, build_fold, build_loaders, build_model
 from .state import FoldState
 
 # Keys that may change between a killed run and its resume without changing the result.
 RESUME_FREE_KEYS = {"resume", "stop_after_epochs", "num_workers", "log_with", "folds"}
+
+
+@dataclass(frozen=True)
+class TrainData:
+    """The cache every fold trains from: its train split (images as bytes), image size and identity."""
+    table: datasets.Dataset
+    cache_size: list[int]
+    cache_id: str
 
 
 def check_log_with(log_with: str) -> None:
@@ -87,21 +98,21 @@ def run(config: TrainConfig) -> None:
     plan = plan_folds(config, sorted(set(table["fold"])))
     processes = PartialState(cpu=use_cpu())
     processes.wait_for_everyone()  # every process has passed the checks before any writes
+    data = TrainData(table, list(meta["args"]["size"]), cache_id(meta))
     for fold, fold_dir, state in plan:
-        train_fold(config, table, list(meta["args"]["size"]), fold, fold_dir, state)
+        train_fold(config, data, fold, fold_dir, state)
     processes.wait_for_everyone()
     processes.destroy_process_group()  # once, after the last fold (what end_training would do per fold)
 
 
-def train_fold(config: TrainConfig, table: datasets.Dataset, cache_size: list[int], fold: int, fold_dir: Path,
-               resume_from: Path | None) -> None:
+def train_fold(config: TrainConfig, data: TrainData, fold: int, fold_dir: Path, resume_from: Path | None) -> None:
     """Train one fold: validate raw and EMA each epoch, keep the best EMA weights by F1, save state."""
     accelerator = make_accelerator(config, fold_dir)
     set_seed(config.seed)  # same on every process: identical init, so every rank's EMA starts equal
     model, ema = build_model(config, accelerator.device)
-    files = FoldFiles(fold_dir, fold, config, resolved_metadata(config, model, cache_size))
-    loaders = build_loaders(config, table, fold, files.resolved["image_size"],
-                            pin_memory=accelerator.device.type == "cuda")
+    resolved = resolved_metadata(config, model, data.cache_size)
+    loaders = build_loaders(config, data.table, fold, resolved["image_size"], pin_memory=accelerator.device.type == "cuda")
+    files = FoldFiles(fold_dir, fold, config, resolved, oof_index(data.table, loaders.val_rows, fold, data.cache_id))
     state = build_fold(config, accelerator, model, ema, loaders)
     accelerator.register_for_checkpointing(state.ema, state.progress)
     if resume_from is not None:
@@ -111,13 +122,13 @@ def train_fold(config: TrainConfig, table: datasets.Dataset, cache_size: list[in
         accelerator.print(f"resumed {files.fold_dir} from {resume_from}: {state.progress.epoch} epoch(s) done")
     hparams = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in config.to_dict().items()}
     accelerator.init_trackers(f"{config.name}-fold{files.fold}", config={**hparams, "fold": files.fold})
-    loss_fn = MaskLoss(config.head, config.loss, config.label_smoothing, config.focal_gamma, config.head_weights)
+    loss_fn = MaskLoss(config.head_spec(), config.loss, config.label_smoothing, config.focal_gamma, config.head_weights)
     first = state.progress.epoch
     for epoch in range(first, config.epochs):
-        record = run_epoch(accelerator, state, loaders, loss_fn, config, fold)
+        record, ema_probs = run_epoch(accelerator, state, loaders, loss_fn, config, fold)
         accelerator.log(tracker_scalars(record), step=epoch)
         on_main(accelerator, f"writing epoch {epoch}'s files in {fold_dir}",
-                lambda: _write_epoch(files, record, state, config.epochs))
+                lambda: _write_epoch(files, record, state, ema_probs))
         save_state_atomic(accelerator, files.fold_dir)
         if config.stop_after_epochs and epoch + 1 - first >= config.stop_after_epochs:
             break
@@ -125,14 +136,15 @@ def train_fold(config: TrainConfig, table: datasets.Dataset, cache_size: list[in
         tracker.finish()
 
 
-def _write_epoch(files: FoldFiles, record: dict, state: FoldState, epochs: int) -> None:
-    files.write_epoch(record, state.ema.module.state_dict())
-    show(epoch_table(files.fold, epochs, record))
+def _write_epoch(files: FoldFiles, record: dict, state: FoldState, ema_probs: Probs) -> None:
+    files.write_epoch(record, state.ema.module.state_dict(), ema_probs)
+    show(epoch_table(files.fold, files.config.epochs, record))
 
 
 def run_epoch(accelerator, state: FoldState, loaders: FoldLoaders, loss_fn: MaskLoss, config: TrainConfig,
-              fold: int) -> dict:
-    """Train epoch `state.progress.epoch`, validate, advance the progress; returns the metrics record."""
+              fold: int) -> tuple[dict, Probs]:
+    """Train epoch `state.progress.epoch`, validate, advance the progress; returns the metrics record
+    and the EMA's validation probabilities."""
     epoch = state.progress.epoch
     loaders.train.set_epoch(epoch)      # shuffling (seedable sampler)
     loaders.train_set.set_epoch(epoch)  # augmentations (per-sample seeds)
@@ -141,10 +153,10 @@ def run_epoch(accelerator, state: FoldState, loaders: FoldLoaders, loss_fn: Mask
     with train_progress(accelerator.is_main_process, f"fold {fold} epoch {epoch + 1}/{config.epochs}", loaders.batches,
                         config.batch_size * accelerator.num_processes) as on_progress:
         result = train_one_epoch(accelerator, state, loss_fn, loaders.train, options, on_progress)
-    raw, ema = validate(accelerator, state, loaders.val, config.head, loss_fn, config.channels_last)
+    raw, ema, ema_probs = validate(accelerator, state, loaders.val, config.head_spec(), loss_fn, config.channels_last)
     best = ema["macro_f1"] > state.progress.best_f1
     if best:
         state.progress.best_f1, state.progress.best_epoch = ema["macro_f1"], epoch
     record = epoch_record(epoch, result, raw, ema, best, state)
     state.progress.epoch = epoch + 1
-    return record
+    return record, ema_probs

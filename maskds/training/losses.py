@@ -1,4 +1,4 @@
-"""Training loss over 18-class targets: per-head (multihead) or 18-way, cross-entropy or focal, smoothed."""
+"""Training loss: per-head (multihead, with a bands, regression or distribution age head) or 18-way, CE or focal."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -7,7 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core.probabilities import SLICES, check_head, num_outputs
+from ..core.probabilities import AGE_CENTER, AGE_RANGE, AGE_SCALE, HeadSpec, as_spec
+
+AGE_TARGET_SIGMA = 3.0  # years: the width of the distribution head's target around the true age
 
 
 def head_targets(cls: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -31,38 +33,57 @@ def smoothed_focal_ce(
     return per_sample.mean()
 
 
-class MaskLoss(nn.Module):
-    """Loss of a model's logits against 18-class ids.
+def age_loss(age_logits: torch.Tensor, age: torch.Tensor, spec: HeadSpec, band: torch.Tensor,
+             smoothing: float, gamma: float) -> torch.Tensor:
+    """The age head's loss: CE/focal over bands, Huber on the scaled age (regression), or cross-entropy
+    against a Gaussian of AGE_TARGET_SIGMA years around the true age (distribution)."""
+    if spec.age_head == "bands":
+        return smoothed_focal_ce(age_logits, band, smoothing, gamma)
+    age = age.float()
+    if spec.age_head == "regression":
+        target = (age - AGE_CENTER) / AGE_SCALE
+        return F.smooth_l1_loss(age_logits[:, 0].float(), target, beta=2.0 / AGE_SCALE)  # quadratic within 2 years
+    ages = torch.arange(AGE_RANGE[0], AGE_RANGE[1] + 1, device=age_logits.device, dtype=torch.float32)
+    centre = age.clamp(*AGE_RANGE)[:, None]
+    target = torch.softmax(-0.5 * ((ages[None, :] - centre) / AGE_TARGET_SIGMA) ** 2, dim=-1)
+    return -(target * F.log_softmax(age_logits.float(), dim=-1)).sum(-1).mean()
 
-    multihead: weighted sum of the mask (3), gender (2) and age (3) heads' losses, each head's
-    target decoded from the class id. single: one 18-way loss.
+
+class MaskLoss(nn.Module):
+    """Loss of a model's logits against targets: 18-class ids [B], or [B, 2] rows of (class id, age).
+
+    multihead: weighted sum of the mask (3), gender (2) and age heads' losses, the mask and gender
+    targets decoded from the class id, the age head's from the band (bands) or the age in years
+    (regression, distribution: these need the ages). single: one 18-way loss.
     """
 
     def __init__(
         self,
-        head: str,
+        head: str | HeadSpec,
         kind: str = "ce",
         label_smoothing: float = 0.0,
         focal_gamma: float = 2.0,
         head_weights: Sequence[float] = (1.0, 1.0, 1.0),
     ):
         super().__init__()
-        check_head(head)
         if kind not in ("ce", "focal"):
             raise ValueError(f"loss kind must be 'ce' or 'focal', got {kind!r}")
-        self.head = head
+        self.spec = as_spec(head)
         self.smoothing = float(label_smoothing)
         self.gamma = float(focal_gamma) if kind == "focal" else 0.0
         self.weights = dict(zip(("mask", "gender", "age"), (float(w) for w in head_weights)))
 
-    def forward(self, logits: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
-        if logits.shape[-1] != num_outputs(self.head):
-            raise ValueError(f"{self.head} loss needs {num_outputs(self.head)} logits, got {logits.shape[-1]}")
-        if self.head == "single":
+    def forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        self.spec.check(logits)
+        cls, age = (y[:, 0], y[:, 1]) if y.ndim == 2 else (y, None)
+        if self.spec.head == "single":
             return smoothed_focal_ce(logits, cls, self.smoothing, self.gamma)
-        targets = head_targets(cls)
-        total = logits.new_zeros((), dtype=torch.float32)
-        for name, cols in SLICES.items():
-            total = total + self.weights[name] * smoothed_focal_ce(logits[:, cols], targets[name], self.smoothing, self.gamma)
-        return total
-
+        if age is None and self.spec.age_head != "bands":
+            raise ValueError(f"age_head {self.spec.age_head!r} needs (class, age) targets")
+        targets, cols = head_targets(cls), self.spec.slices()
+        total = self.weights["mask"] * smoothed_focal_ce(logits[:, cols["mask"]], targets["mask"], self.smoothing,
+                                                         self.gamma)
+        total = total + self.weights["gender"] * smoothed_focal_ce(logits[:, cols["gender"]], targets["gender"],
+                                                                   self.smoothing, self.gamma)
+        return total + self.weights["age"] * age_loss(logits[:, cols["age"]], age, self.spec, targets["age"],
+                                                      self.smoothing, self.gamma)

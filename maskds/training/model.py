@@ -1,4 +1,4 @@
-"""The classifier: normalization + a timm backbone (no classifier) + dropout + a linear head of 8 (3|2|3) or 18 logits."""
+"""The classifier: normalization + a timm backbone (no classifier) + dropout + one linear layer for every head."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ..core.errors import UserError
-from ..core.probabilities import check_head, num_outputs
+from ..core.probabilities import HeadSpec, as_spec
 
 
 class Normalize(nn.Module):
@@ -28,21 +28,20 @@ class Normalize(nn.Module):
 
 
 class MaskClassifier(nn.Module):
-    """uint8 images -> Normalize -> backbone features -> dropout -> logits [B, probabilities.num_outputs(head)].
+    """uint8 images -> Normalize -> backbone features -> dropout -> logits [B, spec.num_outputs].
 
-    For `multihead` the 8 columns are the mask (3), gender (2) and age (3) heads side by side
-    (`probabilities.SLICES`): one Linear is the same as three separate ones and one matmul cheaper.
+    For `multihead` the columns are the mask (3), gender (2) and age heads side by side
+    (`HeadSpec.slices`): one Linear is the same as three separate ones and one matmul cheaper.
     """
 
-    def __init__(self, backbone: nn.Module, head: str, drop_rate: float = 0.0,
+    def __init__(self, backbone: nn.Module, spec: HeadSpec, drop_rate: float = 0.0,
                  mean: Sequence[float] = (0.5, 0.5, 0.5), std: Sequence[float] = (0.5, 0.5, 0.5)):
         super().__init__()
-        check_head(head)
-        self.head_type = head
+        self.spec = spec
         self.normalize = Normalize(mean, std)
         self.backbone = backbone
         self.drop = nn.Dropout(drop_rate)
-        self.classifier = nn.Linear(backbone.num_features, num_outputs(head))
+        self.classifier = nn.Linear(backbone.num_features, spec.num_outputs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.drop(self.backbone(self.normalize(x))))
@@ -50,7 +49,7 @@ class MaskClassifier(nn.Module):
 
 def create_model(
     model_name: str,
-    head: str,
+    head: str | HeadSpec,
     pretrained: str = "none",
     pretrained_mapping: str = "auto",
     drop_rate: float = 0.0,
@@ -59,6 +58,7 @@ def create_model(
 ) -> nn.Module:
     """Build the classifier on `timm.create_model(model_name)`; it takes uint8 images and normalizes them.
 
+    head: a `HeadSpec` (or a head type name for its default spec).
     pretrained: "hub" (timm's download), "none", or a local file / "preset:<name>" loaded by
     `maskds.training.pretrained.load_backbone_weights` with `pretrained_mapping`. mean/std: None = the
     backbone's pretrained config (see `resolve_data_config`).
@@ -71,7 +71,7 @@ def create_model(
 
         load_backbone_weights(backbone, source=pretrained, mapping=pretrained_mapping)
     norm = resolve_data_config(backbone, None, mean, std)
-    return MaskClassifier(backbone, head, drop_rate, norm["mean"], norm["std"])
+    return MaskClassifier(backbone, as_spec(head), drop_rate, norm["mean"], norm["std"])
 
 
 def resolve_data_config(

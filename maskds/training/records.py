@@ -1,4 +1,4 @@
-"""A fold's run folder and what goes in it: config.yaml, best.safetensors, metrics.jsonl, curves.png."""
+"""A fold's run folder and what goes in it: config.yaml, best.safetensors, oof.csv, metrics.jsonl, curves.png."""
 from __future__ import annotations
 
 import json
@@ -6,12 +6,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import datasets
+import numpy as np
+import pandas as pd
 import torch
 
+from ..core.atomic import atomic_path
 from ..core.console import show
+from ..core.labels import DEFAULT_AGE_THRESHOLDS
+from ..core.probabilities import Probs, to_frame
+from ..evaluation.oof import OOF_FILE
 from .checkpoint import save_best
 from .config import TrainConfig, save_config
 from .curves import plot_curves
+from .datasets import class_labels
 from .engine import EpochResult
 from .state import FoldState
 
@@ -33,6 +41,23 @@ def tracker_scalars(record: dict) -> dict[str, float]:
     return scalars
 
 
+# oof.csv: these columns, then `pred` and the probability columns of `core.probabilities.PROB_COLUMNS`.
+OOF_INDEX = ("fold", "row", "person_id", "image_name", "path", "mask", "gender", "age", "truth", "cache_id")
+
+
+def oof_index(table: datasets.Dataset, rows: np.ndarray, fold: int, cache_id: str) -> pd.DataFrame:
+    """Who the out-of-fold rows are: cache row, person, image, labels and the truth on the competition's
+    bands (the scored classes), in validation order; `cache_id` names the cache they come from."""
+    rows = np.asarray(rows, dtype=np.int64)
+    part = table.select_columns(["person_id", "image_name", "path", "mask", "gender", "age"]).select(rows)
+    frame = part.to_pandas()
+    frame.insert(0, "row", rows)
+    frame.insert(0, "fold", fold)
+    frame["truth"] = class_labels(table, DEFAULT_AGE_THRESHOLDS)[rows]
+    frame["cache_id"] = cache_id
+    return frame[list(OOF_INDEX)]
+
+
 @dataclass(frozen=True)
 class FoldFiles:
     """The files of `runs/<name>/fold<k>/`; written by the main process only."""
@@ -40,6 +65,7 @@ class FoldFiles:
     fold: int
     config: TrainConfig
     resolved: dict[str, Any]   # checkpoint.resolved_metadata
+    oof_index: pd.DataFrame    # `oof_index` of the fold's validation rows
 
     @property
     def metrics(self) -> Path:
@@ -52,18 +78,32 @@ class FoldFiles:
             save_config(self.config, self.fold_dir / "config.yaml")
         keep_metrics_before(self.metrics, epochs_done)
 
-    def write_epoch(self, record: dict, ema_state: dict[str, torch.Tensor]) -> None:
-        """Best checkpoint (EMA weights, when the epoch is the best by 18-class macro F1), the metrics
-        line, then curves.png (a picture that cannot be drawn never stops training)."""
+    def write_epoch(self, record: dict, ema_state: dict[str, torch.Tensor], ema_probs: Probs) -> None:
+        """When the epoch is the best by EMA 18-class macro F1: its checkpoint (EMA weights) and its
+        out-of-fold predictions (oof.csv); then the metrics line and curves.png (a picture that cannot
+        be drawn never stops training)."""
         if record["best"]:
             info = {"fold": self.fold, "epoch": record["epoch"], "metrics": record["ema"]}
             save_best(self.fold_dir / "best.safetensors", ema_state, self.config, self.resolved, info)
+            self.write_oof(ema_probs)
         with open(self.metrics, "a") as f:
             f.write(json.dumps(record) + "\n")
         try:
             plot_curves(self.metrics, self.fold_dir / "curves.png")
         except Exception as err:  # matplotlib raises many types; the run goes on without the picture
             show(f"[yellow]could not draw {self.fold_dir / 'curves.png'}: {err}[/]")
+
+
+    def write_oof(self, probs: Probs) -> Path:
+        """oof.csv: every validation image with its truth, the prediction and the probabilities."""
+        if len(probs["class"]) != len(self.oof_index):
+            raise RuntimeError(f"{len(probs['class'])} validation predictions for {len(self.oof_index)} images")
+        table = to_frame(self.oof_index["path"], probs).drop(columns="ImageID")
+        frame = pd.concat([self.oof_index.reset_index(drop=True), table], axis=1)
+        frame.insert(len(OOF_INDEX), "pred", probs["class"].argmax(1))
+        with atomic_path(self.fold_dir / OOF_FILE) as tmp:
+            frame.to_csv(tmp, index=False, float_format="%.6g")
+        return self.fold_dir / OOF_FILE
 
 
 def keep_metrics_before(metrics_file: Path, epoch: int) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import datasets
+import numpy as np
 import torch
 from accelerate.utils import set_seed
 from timm.optim import create_optimizer_v2
@@ -13,7 +14,7 @@ from torch.utils.data import DataLoader
 
 from ..core.labels import DEFAULT_AGE_THRESHOLDS
 from .config import TrainConfig
-from .datasets import CachedImages, class_labels, fold_split, make_loader
+from .datasets import CachedImages, class_and_age, fold_split, make_loader
 from .model import create_model
 from .schedule import batches_per_epoch, build_schedule
 from .state import FoldState, RunProgress
@@ -26,17 +27,28 @@ class FoldLoaders:
     train_set: CachedImages
     train: DataLoader
     val: DataLoader
+    val_rows: np.ndarray   # cache rows of the validation images, in validation order
     batches: int = 0   # training batches per process and epoch (after limit_train_batches)
 
 
 def build_model(config: TrainConfig, device: torch.device) -> tuple[nn.Module, ModelEmaV3]:
     """The model on `device` and its fp32 EMA, built from the unwrapped model (before any DDP wrap)."""
-    model = create_model(config.model, config.head, config.pretrained, config.pretrained_mapping, config.drop_rate,
+    model = create_model(config.model, config.head_spec(), config.pretrained, config.pretrained_mapping, config.drop_rate,
                          config.mean, config.std)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     model = model.to(device)
-    return model, ModelEmaV3(model, decay=config.ema_decay, use_warmup=config.ema_warmup, dtype=torch.float32)
+    # warmup_power 1: decay t/(1+t) at update t, i.e. the plain mean of every update so far, until it
+    # reaches the configured decay after 1/(1 - decay) updates: the horizon (`ema_decay_for`).
+    return model, ModelEmaV3(model, decay=config.ema_decay, use_warmup=config.ema_warmup, warmup_power=1.0,
+                             dtype=torch.float32)
+
+
+def ema_decay_for(config: TrainConfig, updates_per_epoch: int) -> float:
+    """The EMA decay: its horizon 1/(1 - decay) is `ema_epochs` epochs of updates when set, else `ema_decay`."""
+    if config.ema_epochs > 0:
+        return 1.0 - 1.0 / max(config.ema_epochs * updates_per_epoch, 1.0)
+    return config.ema_decay
 
 
 def build_loaders(config: TrainConfig, table: datasets.Dataset, fold: int, image_size: list[int],
@@ -44,13 +56,14 @@ def build_loaders(config: TrainConfig, table: datasets.Dataset, fold: int, image
     """Training on the configured age bands (e.g. >= 58 to lift the rare band), validation on the
     competition's (< 30, 30..59, >= 60): the best checkpoint is chosen by the metric that is scored."""
     split = fold_split(table, fold, config.drop_ages)
-    train_set = CachedImages(table, split.train, class_labels(table, config.age_thresholds),
+    train_set = CachedImages(table, split.train, class_and_age(table, config.age_thresholds),
                              train_transform(image_size, config.augment), seed=config.seed)
-    val_set = CachedImages(table, split.val, class_labels(table, DEFAULT_AGE_THRESHOLDS), eval_transform(image_size),
+    val_set = CachedImages(table, split.val, class_and_age(table, DEFAULT_AGE_THRESHOLDS), eval_transform(image_size),
                            seed=None)
     return FoldLoaders(train_set,
                        make_loader(train_set, config.batch_size, True, config.num_workers, pin_memory),
-                       make_loader(val_set, config.batch_size * 2, False, config.num_workers, pin_memory))
+                       make_loader(val_set, config.batch_size * 2, False, config.num_workers, pin_memory),
+                       val_rows=split.val)
 
 
 def build_fold(config: TrainConfig, accelerator, model: nn.Module, ema: ModelEmaV3,
@@ -65,4 +78,5 @@ def build_fold(config: TrainConfig, accelerator, model: nn.Module, ema: ModelEma
     loaders.batches = batches_per_epoch(len(loaders.train), config.limit_train_batches, config.grad_accum_steps)
     schedule = build_schedule(optimizer, config.epochs, config.warmup_epochs, config.lr, config.min_lr,
                               loaders.batches, config.grad_accum_steps)
+    ema.decay = ema_decay_for(config, schedule.updates_per_epoch)
     return FoldState(model=model, ema=ema, optimizer=optimizer, schedule=schedule, progress=RunProgress())

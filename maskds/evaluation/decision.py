@@ -1,0 +1,77 @@
+"""Decisions tuned for macro F1: per-class weights on the 18-class probabilities, fitted out of fold.
+
+Macro F1 rewards the rare classes, which a plain argmax under-predicts. `fit_class_weights` searches
+weights w (coordinate ascent over a fixed grid, a few rounds) so that argmax(p * w) maximises macro F1
+on a run's out-of-fold probabilities; `decision.json` in the run folder holds them and infer.py applies
+them. Fitted and scored on the same predictions, the out-of-fold gain is optimistic: judge it held out.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..core.atomic import atomic_path
+from ..core.errors import UserError
+from ..core.labels import NUM_CLASSES
+
+DECISION_FILE = "decision.json"
+GRID = np.exp(np.linspace(np.log(0.4), np.log(2.5), 15))  # weights tried per class, 1.0 among them
+
+
+def macro_f1(truth: np.ndarray, pred: np.ndarray) -> float:
+    """Macro F1 over the classes present in truth or prediction (sklearn's rule), computed fast."""
+    cm = np.bincount(truth * NUM_CLASSES + pred, minlength=NUM_CLASSES ** 2).reshape(NUM_CLASSES, NUM_CLASSES)
+    tp, support, predicted = np.diag(cm), cm.sum(1), cm.sum(0)
+    present = (support + predicted) > 0
+    f1 = 2 * tp / np.maximum(support + predicted, 1)
+    return float(f1[present].mean())
+
+
+def fit_class_weights(probs: np.ndarray, truth: np.ndarray, rounds: int = 3) -> np.ndarray:
+    """Per-class weights (geometric mean 1) maximising macro F1 of argmax(probs * w) on these rows."""
+    truth = np.asarray(truth, dtype=np.int64)
+    w = np.ones(NUM_CLASSES)
+    best = macro_f1(truth, (probs * w).argmax(1))
+    for _ in range(rounds):
+        improved = False
+        for c in range(NUM_CLASSES):
+            for g in GRID:
+                trial = w.copy()
+                trial[c] = g
+                score = macro_f1(truth, (probs * trial).argmax(1))
+                if score > best + 1e-12:
+                    best, w, improved = score, trial, True
+        if not improved:
+            break
+    return w / np.exp(np.log(w).mean())
+
+
+def save_decision(run: str | Path, weights: np.ndarray, heads: dict, before: dict, after: dict) -> Path:
+    """Write RUN/decision.json: the weights, the heads they were fitted for, the out-of-fold scores."""
+    path = Path(run) / DECISION_FILE
+    doc = {"kind": "class_weights", "weights": [float(v) for v in weights], "heads": heads,
+           "oof_before": before, "oof_after": after,
+           "note": "fitted on the run's out-of-fold probabilities; oof_after is optimistic"}
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(doc, indent=1) + "\n")
+    return path
+
+
+def load_decision(path: str | Path, heads: dict | None = None) -> np.ndarray:
+    """The class weights of a decision file, checked; `heads` (head, age_head) must match if given."""
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text())
+        weights = np.asarray(doc["weights"], dtype=np.float64)
+        fitted_for = doc["heads"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise UserError(f"decision file {path} is not a maskds decision ({err}); refit it with "
+                        "`maskds oof RUN --tune-decision` or pass --no-tuned-decision") from None
+    if doc.get("kind") != "class_weights" or weights.shape != (NUM_CLASSES,) or not (weights > 0).all():
+        raise UserError(f"decision file {path} must hold {NUM_CLASSES} positive class weights")
+    if heads is not None and fitted_for != heads:
+        raise UserError(f"decision file {path} was fitted for heads {fitted_for}, but the run's checkpoints "
+                        f"hold {heads}; refit it (`maskds oof RUN --tune-decision`) or pass --no-tuned-decision")
+    return weights

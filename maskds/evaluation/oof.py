@@ -1,0 +1,172 @@
+"""`maskds oof`: the cross-validated score of a run from its folds' out-of-fold files, and an error gallery."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+from rich.console import Console
+
+from ..core.atomic import atomic_path
+from ..core.errors import UserError
+from ..core.labels import class_name
+from ..core.probabilities import PROB_COLUMNS
+from .decision import fit_class_weights, save_decision
+from .metrics import confusion, scores
+from .score import plot_confusion, print_tables
+
+OOF_FILE = "oof.csv"  # written by training.records.FoldFiles.write_oof
+
+
+def fold_dirs(run: Path) -> list[Path]:
+    """The `fold<k>/` folders of a run, in fold order."""
+    if not run.is_dir():
+        raise UserError(f"run folder {run} does not exist; pass runs/<name> as written by train.py")
+    dirs = sorted((d for d in run.glob("fold*") if d.is_dir() and d.name[4:].isdigit()), key=lambda d: int(d.name[4:]))
+    if not dirs:
+        raise UserError(f"run folder {run} holds no fold<k>/ folders; train it first (accelerate launch train.py ...)")
+    return dirs
+
+
+def read_oof(run: str | Path) -> pd.DataFrame:
+    """Every fold's oof.csv joined: one row per validation image of every trained fold.
+
+    Refused, naming the folder: a fold without oof.csv (not trained to its first validation, or by an
+    older maskds), folds trained on different caches, a person predicted by two folds.
+    """
+    dirs = fold_dirs(Path(run))
+    missing = [d for d in dirs if not (d / OOF_FILE).is_file()]
+    if missing:
+        raise UserError(f"{', '.join(map(str, missing))}: no {OOF_FILE}; train the fold (each fold writes it "
+                        "at its best epoch) or remove the folder")
+    frames = []
+    for d in dirs:
+        try:
+            frame = pd.read_csv(d / OOF_FILE, dtype={"person_id": str, "image_name": str, "path": str,
+                                                     "cache_id": str})
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+            raise UserError(f"{d / OOF_FILE} is not a readable CSV ({err}); retrain the fold") from None
+        absent = [c for c in ("row", "person_id", "truth", "cache_id", *PROB_COLUMNS) if c not in frame.columns]
+        if absent:
+            raise UserError(f"{d / OOF_FILE} lacks column(s) {', '.join(absent[:5])}; retrain the fold")
+        frames.append(frame.assign(folder=str(d)))
+    caches = {f["cache_id"].iloc[0]: f["folder"].iloc[0] for f in frames if len(f)}
+    if len(caches) > 1:
+        raise UserError(f"the folds of {run} were trained on different caches; their out-of-fold predictions "
+                        "do not add up", [f"{folder}: cache {cid}" for cid, folder in caches.items()])
+    joined = pd.concat(frames, ignore_index=True)
+    twice = joined.groupby("person_id")["folder"].nunique()
+    if (twice > 1).any():
+        raise UserError(f"person(s) {', '.join(twice[twice > 1].index[:5])} are predicted by more than one fold "
+                        f"of {run}; the folds were not split by person from one cache")
+    return joined
+
+
+def class_probs(oof: pd.DataFrame) -> np.ndarray:
+    """[N, 18] class probabilities of the out-of-fold rows."""
+    return oof[[f"class_p{i}" for i in range(18)]].to_numpy(np.float64)
+
+
+def run_heads(run: str | Path) -> dict:
+    """The heads ({head, age_head}) the run's folds were trained with; all folds must agree."""
+    found = {}
+    for d in fold_dirs(Path(run)):
+        try:
+            config = yaml.safe_load((d / "config.yaml").read_text()) or {}
+        except (OSError, yaml.YAMLError) as err:
+            raise UserError(f"{d / 'config.yaml'} cannot be read ({err})") from None
+        found[d] = {"head": config.get("head", "multihead"), "age_head": config.get("age_head", "bands")}
+    if len({json.dumps(h, sort_keys=True) for h in found.values()}) > 1:
+        raise UserError(f"the folds of {run} hold different heads", [f"{d}: {h}" for d, h in found.items()])
+    return next(iter(found.values()))
+
+
+def run_oof(run: str | Path, as_json: bool = False, plot: str | Path | None = None,
+            gallery: str | Path | None = None, top: int = 36, tune: bool = False) -> dict:
+    """Print (or return as one JSON line) the cross-validated scores of a run; optional plots; with
+    `tune`, fit the class weights for macro F1 on these predictions and save them as RUN/decision.json."""
+    oof = read_oof(run)
+    probs, y_true = class_probs(oof), oof["truth"].to_numpy()
+    y_pred = probs.argmax(1)
+    result = {**scores(y_true, y_pred), "folds": int(oof["fold"].nunique()), "persons": int(oof["person_id"].nunique())}
+    if tune:
+        weights = fit_class_weights(probs, y_true)
+        result["tuned"] = scores(y_true, (probs * weights).argmax(1))
+        path = save_decision(run, weights, run_heads(run), {k: result[k] for k in ("macro_f1", "age_f1")},
+                             {k: result["tuned"][k] for k in ("macro_f1", "age_f1")})
+    matrix = confusion(y_true, y_pred)
+    if plot is not None:
+        plot_confusion(matrix, plot)
+    if gallery is not None:
+        write_gallery(oof, gallery, top)
+    if as_json:
+        print(json.dumps(result), flush=True)
+    else:
+        print_tables(result, matrix, f"{run} out of fold ({result['folds']} folds, {result['persons']} persons)", plot)
+        if gallery is not None:
+            Console().print(f"error gallery: {gallery}")
+        if tune:
+            Console().print(f"tuned decision (class weights) -> {path}: out-of-fold macro F1 {result['macro_f1']:.4f} "
+                            f"-> {result['tuned']['macro_f1']:.4f} (optimistic: fitted on these predictions; "
+                            "judge it on held-out data)")
+    return result
+
+
+def confident_mistakes(oof: pd.DataFrame, top: int) -> pd.DataFrame:
+    """Up to `top` wrong out-of-fold predictions, the most confident first, a person's mistakes together."""
+    probs = class_probs(oof)
+    pred = probs.argmax(1)
+    wrong = oof.assign(pred=pred, confidence=probs.max(1))[pred != oof["truth"].to_numpy()]
+    order = wrong.groupby("person_id")["confidence"].transform("max")
+    wrong = wrong.assign(person_max=order).sort_values(["person_max", "person_id", "confidence"],
+                                                      ascending=[False, True, False])
+    return wrong.head(top)
+
+
+def _cache_of(folder: str) -> Path:
+    config = Path(folder) / "config.yaml"
+    try:
+        return Path((yaml.safe_load(config.read_text()) or {})["cache"])
+    except (OSError, KeyError, TypeError, yaml.YAMLError) as err:
+        raise UserError(f"{config} names no cache ({err}); the gallery needs the images the fold trained on") from None
+
+
+def write_gallery(oof: pd.DataFrame, out: str | Path, top: int = 36) -> Path:
+    """A PNG of the most confident out-of-fold mistakes: thumbnails with person, truth, prediction and
+    probability, a person's images side by side. Where a mistake is a label error, the person id goes
+    into your corrections file (`maskds build --corrections`)."""
+    import matplotlib  # lazy: only --gallery needs it, and pyplot is slow to import
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    import datasets  # lazy too: the scores need no arrow
+
+    from ..core.images import decode_cached
+    from ..data.cache import load_cache
+
+    mistakes = confident_mistakes(oof, top)
+    cols = 6
+    rows = max(1, -(-len(mistakes) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.2, rows * 3.1), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    images = {}
+    for ax, (_, m) in zip(axes.flat, mistakes.iterrows()):
+        cache = _cache_of(m["folder"])
+        if cache not in images:
+            dsd, _ = load_cache(cache)
+            images[cache] = dsd["train"].cast_column("image", datasets.Image(decode=False))
+        ax.imshow(decode_cached(images[cache][int(m["row"])]["image"]["bytes"]))
+        ax.set_title(f"{m['person_id']} {m['image_name']}\ntruth {class_name(int(m['truth']))}\n"
+                     f"pred {class_name(int(m['pred']))} {m['confidence']:.2f}", fontsize=7)
+    if mistakes.empty:
+        axes.flat[0].text(0.5, 0.5, "no out-of-fold mistakes", ha="center", va="center")
+    fig.suptitle(f"most confident out-of-fold mistakes ({len(mistakes)} shown)", fontsize=10)
+    fig.tight_layout()
+    with atomic_path(out, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    return Path(out)
