@@ -56,3 +56,24 @@ def test_loss_is_float32_under_half_precision_logits():
     logits = torch.randn(4, 8).half()
     loss = MaskLoss("multihead")(logits, torch.arange(4))
     assert loss.dtype == torch.float32
+
+
+@pytest.mark.parametrize("age_head", ["regression", "distribution"])
+def test_a_numeric_age_head_learns_the_age_in_years(age_head):
+    """Gradient steps on the age logits alone move the expected age onto the true ages."""
+    from maskds.core.probabilities import HeadSpec, expected_age
+
+    spec = HeadSpec("multihead", age_head)
+    loss_fn = MaskLoss(spec)
+    ages = torch.tensor([18, 25, 41, 60])
+    y = torch.stack([torch.tensor([0, 1, 8, 15]), ages], dim=1)  # (class id, age) rows
+    logits = torch.zeros(4, spec.num_outputs, requires_grad=True)
+    opt = torch.optim.Adam([logits], lr=0.2)
+    for _ in range(300):
+        opt.zero_grad()
+        loss_fn(logits, y).backward()
+        opt.step()
+    assert expected_age(logits[:, spec.slices()["age"]].detach(), spec).tolist() == pytest.approx(
+        ages.float().tolist(), abs=1.5)
+    with pytest.raises(ValueError, match="needs \\(class, age\\) targets"):
+        loss_fn(logits, y[:, 0])
