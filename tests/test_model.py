@@ -57,3 +57,10 @@ def test_the_model_normalizes_uint8_images_with_its_mean_and_std():
 def test_default_normalization_is_the_backbones_pretrained_config():
     model = create_model("tf_efficientnet_lite0", "single")  # timm's tf lite models use mean = std = 0.5
     assert torch.allclose(model.normalize.mean.flatten(), torch.full((3,), 127.5))
+
+
+def test_drop_path_rate_reaches_the_backbone():
+    rates = [m.drop_prob for m in create_model("test_efficientnet", "multihead", drop_path_rate=0.2).modules()
+             if type(m).__name__ == "DropPath"]
+    assert rates and max(rates) == pytest.approx(0.2, abs=0.05) and max(rates) > 0
+    assert not [m for m in create_model("test_efficientnet", "multihead").modules() if type(m).__name__ == "DropPath"]

@@ -32,7 +32,8 @@ class TrainConfig:
     head: str = "multihead"                   # multihead (3+2+age) | single (18-way)
     age_head: str = "bands"                   # bands (3-way) | regression (the age, Huber) | distribution
                                               # (softmax over ages 10..90, Gaussian target); multihead only
-    drop_rate: float = 0.2
+    drop_rate: float = 0.2                    # dropout before the heads
+    drop_path_rate: float = 0.0               # stochastic depth inside the backbone (timm's drop_path_rate)
     image_size: Union[list[int], None] = None  # [height, width]; None = the model's pretrained size
     mean: Union[list[float], None] = None      # None = the model's pretrained normalization
     std: Union[list[float], None] = None

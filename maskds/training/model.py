@@ -55,6 +55,7 @@ def create_model(
     drop_rate: float = 0.0,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
+    drop_path_rate: float = 0.0,
 ) -> nn.Module:
     """Build the classifier on `timm.create_model(model_name)`; it takes uint8 images and normalizes them.
 
@@ -65,7 +66,8 @@ def create_model(
     """
     if not timm.is_model(model_name):
         raise UserError(f"model: {model_name!r} is not a timm model name (see timm.list_models())")
-    backbone = timm.create_model(model_name, pretrained=(pretrained == "hub"), num_classes=0)
+    extra = {"drop_path_rate": drop_path_rate} if drop_path_rate > 0 else {}  # not every timm model takes it
+    backbone = timm.create_model(model_name, pretrained=(pretrained == "hub"), num_classes=0, **extra)
     if pretrained not in ("hub", "none"):
         from .pretrained import load_backbone_weights  # only needed for local / preset weights
 
