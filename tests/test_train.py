@@ -7,6 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from maskds.core.errors import UserError
 from maskds.training.checkpoint import read_best
 from maskds.training.cli import main
 from maskds.training.config import load_config, save_config
@@ -188,3 +189,19 @@ def test_resume_keeps_metrics_of_reached_epochs_and_drops_a_half_written_line(tm
     metrics.write_text('{"epoch": 0, "a": 1}\n{"epoch": 1, "a": 2}\n{"epoch": 2, "a": 3}\n{"epoch": 3, "a"')
     keep_metrics_before(metrics, 2)
     assert [line for line in metrics.read_text().splitlines()] == ['{"epoch": 0, "a": 1}', '{"epoch": 1, "a": 2}']
+
+
+def test_resume_accepts_a_run_saved_before_newer_keys_existed(tmp_path):
+    import yaml
+
+    from maskds.training.config import TrainConfig
+    from maskds.training.fit import check_fold_dir
+
+    config = TrainConfig(epochs=3)
+    saved = config.to_dict()
+    for key in ("age_head", "ema_epochs", "drop_path_rate"):  # keys a run from an older maskds lacks
+        del saved[key]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(saved))
+    check_fold_dir(tmp_path, "auto", config)  # missing keys count as their defaults
+    with pytest.raises(UserError, match="other values for age_head"):
+        check_fold_dir(tmp_path, "auto", TrainConfig(epochs=3, age_head="distribution"))

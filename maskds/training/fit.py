@@ -53,7 +53,8 @@ def check_fold_dir(fold_dir: Path, resume: str, config: TrainConfig) -> None:
         return
     saved = fold_dir / "config.yaml"
     if saved.is_file():
-        old = yaml.safe_load(saved.read_text()) or {}
+        # Keys added to maskds after the run was saved count as their defaults (what it trained with).
+        old = {**TrainConfig().to_dict(), **(yaml.safe_load(saved.read_text()) or {})}
         new = config.to_dict()
         changed = sorted(k for k in new if k not in RESUME_FREE_KEYS and old.get(k) != new[k])
         if changed:
