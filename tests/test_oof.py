@@ -85,6 +85,12 @@ def test_a_tuned_decision_round_trips_through_the_run_into_infer(two_fold_run, s
     weights = np.asarray(decision["weights"])
     assert (pd.read_csv(tmp_path / "tuned.csv")["ans"].to_numpy() == (probs * weights).argmax(1)).all()
     assert (pd.read_csv(tmp_path / "plain.csv")["ans"].to_numpy() == probs.argmax(1)).all()
+    oof = run / "fold1" / "oof.csv"  # a retrained fold: the decision was fitted on other predictions
+    saved = oof.read_bytes()
+    oof.write_bytes(saved.replace(b"\n", b"\r\n", 1))
+    stale = infer("--run", run, "--data", eval_dir, "--out", tmp_path / "stale.csv")
+    assert stale.returncode == 2 and "fitted on other out-of-fold predictions" in stale.stderr
+    oof.write_bytes(saved)
     decision["heads"]["age_head"] = "distribution"  # fitted for other heads than the checkpoints hold
     (run / "decision.json").write_text(json.dumps(decision))
     bad = infer("--run", run, "--data", eval_dir, "--out", tmp_path / "bad.csv")

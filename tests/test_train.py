@@ -205,3 +205,12 @@ def test_resume_accepts_a_run_saved_before_newer_keys_existed(tmp_path):
     check_fold_dir(tmp_path, "auto", config)  # missing keys count as their defaults
     with pytest.raises(UserError, match="other values for age_head"):
         check_fold_dir(tmp_path, "auto", TrainConfig(epochs=3, age_head="distribution"))
+
+
+def test_a_state_from_the_older_layout_is_refused_by_name(tmp_path):
+    from maskds.training.fit import check_state_layout
+
+    for i in range(3):  # scheduler, EMA, progress: what maskds saved before the schedule was rebuilt on resume
+        (tmp_path / f"custom_checkpoint_{i}.pkl").write_bytes(b"")
+    with pytest.raises(UserError, match=f"{tmp_path}.*older maskds"):
+        check_state_layout(tmp_path)

@@ -7,6 +7,7 @@ them. Fitted and scored on the same predictions, the out-of-fold gain is optimis
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -48,10 +49,17 @@ def fit_class_weights(probs: np.ndarray, truth: np.ndarray, rounds: int = 3) -> 
     return w / np.exp(np.log(w).mean())
 
 
+def oof_fingerprints(run: str | Path) -> dict[str, str]:
+    """{fold folder name: hash of its oof.csv}: what a decision was fitted on (a retrained fold changes it)."""
+    return {p.parent.name: hashlib.sha256(p.read_bytes()).hexdigest()[:16]
+            for p in sorted(Path(run).glob("fold*/oof.csv"))}
+
+
 def save_decision(run: str | Path, weights: np.ndarray, heads: dict, before: dict, after: dict) -> Path:
-    """Write RUN/decision.json: the weights, the heads they were fitted for, the out-of-fold scores."""
+    """Write RUN/decision.json: the weights, the heads and out-of-fold files they were fitted on, the scores."""
     path = Path(run) / DECISION_FILE
     doc = {"kind": "class_weights", "weights": [float(v) for v in weights], "heads": heads,
+           "fitted_on": oof_fingerprints(run),
            "oof_before": before, "oof_after": after,
            "note": "fitted on the run's out-of-fold probabilities; oof_after is optimistic"}
     with atomic_path(path) as tmp:
@@ -59,8 +67,9 @@ def save_decision(run: str | Path, weights: np.ndarray, heads: dict, before: dic
     return path
 
 
-def load_decision(path: str | Path, heads: dict | None = None) -> np.ndarray:
-    """The class weights of a decision file, checked; `heads` (head, age_head) must match if given."""
+def load_decision(path: str | Path, heads: dict | None = None, run: str | Path | None = None) -> np.ndarray:
+    """The class weights of a decision file, checked: `heads` ({head, age_head}) must match if given, and
+    the out-of-fold files of `run` must be those it was fitted on (no fold added or retrained since)."""
     path = Path(path)
     try:
         doc = json.loads(path.read_text())
@@ -74,4 +83,8 @@ def load_decision(path: str | Path, heads: dict | None = None) -> np.ndarray:
     if heads is not None and fitted_for != heads:
         raise UserError(f"decision file {path} was fitted for heads {fitted_for}, but the run's checkpoints "
                         f"hold {heads}; refit it (`maskds oof RUN --tune-decision`) or pass --no-tuned-decision")
+    if run is not None and doc.get("fitted_on") != oof_fingerprints(run):
+        raise UserError(f"decision file {path} was fitted on other out-of-fold predictions than {run} holds now "
+                        "(a fold was added or retrained); refit it (`maskds oof RUN --tune-decision`) or pass "
+                        "--no-tuned-decision")
     return weights

@@ -145,7 +145,7 @@ def write_gallery(oof: pd.DataFrame, out: str | Path, top: int = 36) -> Path:
     import datasets  # lazy too: the scores need no arrow
 
     from ..core.images import decode_cached
-    from ..data.cache import load_cache
+    from ..data.cache import cache_id, load_cache
 
     mistakes = confident_mistakes(oof, top)
     cols = 6
@@ -157,7 +157,10 @@ def write_gallery(oof: pd.DataFrame, out: str | Path, top: int = 36) -> Path:
     for ax, (_, m) in zip(axes.flat, mistakes.iterrows()):
         cache = _cache_of(m["folder"])
         if cache not in images:
-            dsd, _ = load_cache(cache)
+            dsd, meta = load_cache(cache)
+            if cache_id(meta) != m["cache_id"]:
+                raise UserError(f"{cache} is not the cache {m['folder']} was trained on (rebuilt since?); "
+                                "the gallery would show other images")
             images[cache] = dsd["train"].cast_column("image", datasets.Image(decode=False))
         ax.imshow(decode_cached(images[cache][int(m["row"])]["image"]["bytes"]))
         ax.set_title(f"{m['person_id']} {m['image_name']}\ntruth {class_name(int(m['truth']))}\n"

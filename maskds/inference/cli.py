@@ -129,7 +129,8 @@ def choose_decision(args: argparse.Namespace, members: list) -> tuple[np.ndarray
     path = args.decision or (args.run[0] / DECISION_FILE if one_run else None)
     if path is None or (args.decision is None and not path.is_file()):
         return None, None
-    return load_decision(path, json.loads(heads.pop()) if len(heads) == 1 else None), path
+    return load_decision(path, json.loads(heads.pop()) if len(heads) == 1 else None,
+                         args.run[0] if one_run else None), path
 
 
 def write_outputs(ids: list[str], probs: Probs, out: Path, probs_path: Path, weights: np.ndarray | None = None) -> None:

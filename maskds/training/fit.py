@@ -76,6 +76,14 @@ def plan_folds(config: TrainConfig, available: list[int]) -> list[tuple[int, Pat
     return plan
 
 
+def check_state_layout(state: Path) -> None:
+    """Refuse a state saved by a maskds that also checkpointed the scheduler (three custom objects):
+    its files would load into the wrong objects."""
+    if (state / "custom_checkpoint_2.pkl").exists():
+        raise UserError(f"resume: {state} was saved by an older maskds (it holds the scheduler too) and cannot be "
+                        "continued by this one; start a new run with another name=...")
+
+
 def make_accelerator(config: TrainConfig, fold_dir: Path) -> Accelerator:
     """Accelerator for one fold: accumulation from the config, precision from the launch config."""
     return Accelerator(
@@ -117,24 +125,26 @@ def train_fold(config: TrainConfig, data: TrainData, fold: int, fold_dir: Path, 
     state = build_fold(config, accelerator, model, ema, loaders)
     accelerator.register_for_checkpointing(state.ema, state.progress)
     if resume_from is not None:
+        check_state_layout(resume_from)
         accelerator.load_state(str(resume_from))  # model, optimizer, RNG, and EMA, progress (registered)
     on_main(accelerator, f"starting {files.fold_dir}", lambda: files.start(state.progress.epoch))
     if resume_from is not None:
         accelerator.print(f"resumed {files.fold_dir} from {resume_from}: {state.progress.epoch} epoch(s) done")
     hparams = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in config.to_dict().items()}
-    accelerator.init_trackers(f"{config.name}-fold{files.fold}", config={**hparams, "fold": files.fold})
+    on_main(accelerator, "starting the trackers",
+            lambda: accelerator.init_trackers(f"{config.name}-fold{fold}", config={**hparams, "fold": fold}))
     loss_fn = MaskLoss(config.head_spec(), config.loss, config.label_smoothing, config.focal_gamma, config.head_weights)
     first = state.progress.epoch
     for epoch in range(first, config.epochs):
         record, ema_probs = run_epoch(accelerator, state, loaders, loss_fn, config, fold)
-        accelerator.log(tracker_scalars(record), step=epoch)
+        on_main(accelerator, "logging to the trackers", lambda: accelerator.log(tracker_scalars(record), step=epoch))
         on_main(accelerator, f"writing epoch {epoch}'s files in {fold_dir}",
                 lambda: _write_epoch(files, record, state, ema_probs))
         save_state_atomic(accelerator, files.fold_dir)
         if config.stop_after_epochs and epoch + 1 - first >= config.stop_after_epochs:
             break
-    for tracker in accelerator.trackers:  # not end_training(): it also ends the process group the next fold needs
-        tracker.finish()
+    # Not end_training(): it also ends the process group the next fold needs.
+    on_main(accelerator, "closing the trackers", lambda: [tracker.finish() for tracker in accelerator.trackers])
 
 
 def _write_epoch(files: FoldFiles, record: dict, state: FoldState, ema_probs: Probs) -> None:
