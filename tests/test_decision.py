@@ -39,3 +39,16 @@ def test_a_decision_file_round_trips_and_refuses_other_heads_or_garbage(tmp_path
     path.write_text("{")
     with pytest.raises(UserError, match="is not a maskds decision"):
         load_decision(path)
+
+
+def test_head_weights_multiply_into_class_weights():
+    from maskds.evaluation.decision import class_weights_of
+
+    v = np.array([1.0, 2.0, 3.0, 5.0, 7.0, 11.0, 13.0, 17.0])  # mask 3 | gender 2 | age 3
+    w = class_weights_of(v)
+    assert w[0] == 1 * 5 * 11 and w[17] == 3 * 7 * 17 and w[2 * 6 + 0 * 3 + 1] == 3 * 5 * 13
+    rng = np.random.default_rng(2)
+    probs, truth = rng.dirichlet(np.ones(18), 300), rng.integers(0, 18, 300)
+    fitted = fit_class_weights(probs, truth, per="head")
+    cube = fitted.reshape(3, 2, 3)
+    assert np.allclose(cube[0] / cube[1], (cube[0] / cube[1])[0, 0])  # mask weights scale whole slices

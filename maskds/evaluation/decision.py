@@ -2,7 +2,7 @@
 
 Macro F1 rewards the rare classes, which a plain argmax under-predicts. `fit_class_weights` searches
 weights w (coordinate ascent over a fixed grid, a few rounds) so that argmax(p * w) maximises macro F1
-on a run's out-of-fold probabilities; `decision.json` in the run folder holds them and infer.py applies
+on a run's out-of-fold probabilities, one weight per class (default) or per head value; `decision.json` in the run folder holds them and infer.py applies
 them. Fitted and scored on the same predictions, the out-of-fold gain is optimistic: judge it held out.
 """
 from __future__ import annotations
@@ -30,22 +30,37 @@ def macro_f1(truth: np.ndarray, pred: np.ndarray) -> float:
     return float(f1[present].mean())
 
 
-def fit_class_weights(probs: np.ndarray, truth: np.ndarray, rounds: int = 3) -> np.ndarray:
-    """Per-class weights (geometric mean 1) maximising macro F1 of argmax(probs * w) on these rows."""
+def class_weights_of(head_weights: np.ndarray) -> np.ndarray:
+    """18 class weights from 8 head weights (mask 3 | gender 2 | age 3): w[m*6 + g*3 + a] = wm * wg * wa."""
+    wm, wg, wa = head_weights[:3], head_weights[3:5], head_weights[5:]
+    return (wm[:, None, None] * wg[None, :, None] * wa[None, None, :]).reshape(NUM_CLASSES)
+
+
+def fit_class_weights(probs: np.ndarray, truth: np.ndarray, per: str = "class", rounds: int = 3) -> np.ndarray:
+    """Class weights (geometric mean 1) maximising macro F1 of argmax(probs * w) on these rows.
+
+    per="class": 18 free weights. per="head": one weight per head value (3 mask, 2 gender, 3 age; class
+    weight = their product), 8 numbers that move whole bands. Either fits the rows it is tuned on better
+    than new ones: judge it held out (docs/benchmarks.md has the devbench numbers).
+    """
+    if per not in ("head", "class"):
+        raise ValueError(f"per must be 'head' or 'class', got {per!r}")
     truth = np.asarray(truth, dtype=np.int64)
-    w = np.ones(NUM_CLASSES)
-    best = macro_f1(truth, (probs * w).argmax(1))
+    to_class = class_weights_of if per == "head" else (lambda v: v)
+    v = np.ones(8 if per == "head" else NUM_CLASSES)
+    best = macro_f1(truth, (probs * to_class(v)).argmax(1))
     for _ in range(rounds):
         improved = False
-        for c in range(NUM_CLASSES):
+        for c in range(len(v)):
             for g in GRID:
-                trial = w.copy()
+                trial = v.copy()
                 trial[c] = g
-                score = macro_f1(truth, (probs * trial).argmax(1))
+                score = macro_f1(truth, (probs * to_class(trial)).argmax(1))
                 if score > best + 1e-12:
-                    best, w, improved = score, trial, True
+                    best, v, improved = score, trial, True
         if not improved:
             break
+    w = to_class(v)
     return w / np.exp(np.log(w).mean())
 
 
@@ -55,10 +70,11 @@ def oof_fingerprints(run: str | Path) -> dict[str, str]:
             for p in sorted(Path(run).glob("fold*/oof.csv"))}
 
 
-def save_decision(run: str | Path, weights: np.ndarray, heads: dict, before: dict, after: dict) -> Path:
+def save_decision(run: str | Path, weights: np.ndarray, heads: dict, before: dict, after: dict,
+                  per: str = "class") -> Path:
     """Write RUN/decision.json: the weights, the heads and out-of-fold files they were fitted on, the scores."""
     path = Path(run) / DECISION_FILE
-    doc = {"kind": "class_weights", "weights": [float(v) for v in weights], "heads": heads,
+    doc = {"kind": "class_weights", "per": per, "weights": [float(v) for v in weights], "heads": heads,
            "fitted_on": oof_fingerprints(run),
            "oof_before": before, "oof_after": after,
            "note": "fitted on the run's out-of-fold probabilities; oof_after is optimistic"}

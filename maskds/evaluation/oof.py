@@ -84,18 +84,18 @@ def run_heads(run: str | Path) -> dict:
 
 
 def run_oof(run: str | Path, as_json: bool = False, plot: str | Path | None = None,
-            gallery: str | Path | None = None, top: int = 36, tune: bool = False) -> dict:
+            gallery: str | Path | None = None, top: int = 36, tune: str | None = None) -> dict:
     """Print (or return as one JSON line) the cross-validated scores of a run; optional plots; with
-    `tune`, fit the class weights for macro F1 on these predictions and save them as RUN/decision.json."""
+    `tune` ("head" or "class"), fit class weights for macro F1 on these predictions, saved as RUN/decision.json."""
     oof = read_oof(run)
     probs, y_true = class_probs(oof), oof["truth"].to_numpy()
     y_pred = probs.argmax(1)
     result = {**scores(y_true, y_pred), "folds": int(oof["fold"].nunique()), "persons": int(oof["person_id"].nunique())}
     if tune:
-        weights = fit_class_weights(probs, y_true)
+        weights = fit_class_weights(probs, y_true, per=tune)
         result["tuned"] = scores(y_true, (probs * weights).argmax(1))
         path = save_decision(run, weights, run_heads(run), {k: result[k] for k in ("macro_f1", "age_f1")},
-                             {k: result["tuned"][k] for k in ("macro_f1", "age_f1")})
+                             {k: result["tuned"][k] for k in ("macro_f1", "age_f1")}, per=tune)
     matrix = confusion(y_true, y_pred)
     if plot is not None:
         plot_confusion(matrix, plot)
