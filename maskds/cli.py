@@ -55,7 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
         "Train with `accelerate launch train.py`, predict with `python infer.py`.",
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_synth, _add_build, _add_eda, _add_score, _add_oof):
+        add(sub)
+    return p
 
+
+def _add_synth(sub) -> None:
     s = sub.add_parser("synth", help="write synthetic data in the competition's raw layout",
                        description="Synthetic data in the raw layout (train/ and eval/), with the "
                        "eval truth in OUT/eval/answers.csv. Same seed, same bytes.")
@@ -65,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     s.set_defaults(func=_synth)
 
+
+def _add_build(sub) -> None:
     b = sub.add_parser("build", help="validate the raw layout and write the arrow cache with folds",
                        description="Raw layout DATA (with train/ and eval/) to a Hugging Face datasets "
                        "cache at CACHE, folds assigned per person. Validates everything first.")
@@ -82,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replace an existing cache built with other inputs or arguments")
     b.set_defaults(func=_build)
 
+
+def _add_eda(sub) -> None:
     e = sub.add_parser("eda", help="plots and a markdown summary of the raw data",
                        description="PNG plots and summary.md of the raw layout DATA into OUT.")
     e.add_argument("data", type=Path, metavar="DATA", help="raw data root holding train/")
@@ -92,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="label corrections applied before counting, as for `maskds build` (default: default)")
     e.set_defaults(func=_eda)
 
+
+def _add_score(sub) -> None:
     c = sub.add_parser("score", help="score a submission against answers",
                        description="18-class macro F1, per-head macro F1, accuracy and confusion matrix.")
     c.add_argument("submission", type=Path, metavar="SUBMISSION", help="CSV with ImageID,ans")
@@ -100,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--plot", type=Path, default=None, metavar="FILE", help="write the confusion matrix PNG")
     c.set_defaults(func=_score)
 
+
+def _add_oof(sub) -> None:
     o = sub.add_parser("oof", help="cross-validated score of a run from its folds' out-of-fold predictions",
                        description="Join the oof.csv every fold writes (its best EMA epoch's probabilities on "
                        "its own validation persons) and score them: with every fold trained, an estimate of "
@@ -116,7 +129,6 @@ def build_parser() -> argparse.ArgumentParser:
                    "RUN/decision.json, which infer.py then applies (prints the score before and after): one "
                    "weight per class (class, the default: 18 numbers) or per head value (head: 8)")
     o.set_defaults(func=_oof)
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:

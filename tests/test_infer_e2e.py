@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+
 from test_inference import make_eval_dir, make_run
 
 ROOT = Path(__file__).resolve().parents[1]

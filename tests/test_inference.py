@@ -8,11 +8,10 @@ import torch
 from PIL import Image
 
 from maskds.core.images import cached_pixels
-from maskds.core.probabilities import probabilities
+from maskds.core.probabilities import PROB_COLUMNS, probabilities
 from maskds.inference.cli import main
 from maskds.inference.models import build_transform, view_params
 from maskds.inference.predict import shard_batches
-from maskds.core.probabilities import PROB_COLUMNS
 from maskds.inference.voting import answers, combine_folds, combine_runs
 from maskds.training.checkpoint import read_best, save_best
 from maskds.training.config import TrainConfig

@@ -11,6 +11,7 @@ import pytest
 from maskds.evaluation.metrics import scores
 from maskds.training.checkpoint import read_best
 from maskds.training.datasets import fold_split, load_train_split
+
 from train_helpers import ROOT, TINY, env, launch, metrics_lines
 
 DEMO = ["--config", str(ROOT / "configs/demo.yaml")]

@@ -140,9 +140,8 @@ def write_gallery(oof: pd.DataFrame, out: str | Path, top: int = 36) -> Path:
     import matplotlib  # lazy: only --gallery needs it, and pyplot is slow to import
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     import datasets  # lazy too: the scores need no arrow
+    import matplotlib.pyplot as plt
 
     from ..core.images import decode_cached
     from ..data.cache import cache_id, load_cache

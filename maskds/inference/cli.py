@@ -12,12 +12,12 @@ import numpy as np
 import pandas as pd
 
 from ..core.errors import UserError
+from ..core.probabilities import Probs, to_frame
+from ..evaluation.decision import DECISION_FILE, load_decision
 from .inputs import find_checkpoints, read_info
 from .models import check_heads, load_member, make_accelerator
 from .predict import predict_runs
 from .tta import TTA_VIEWS
-from ..core.probabilities import Probs, to_frame
-from ..evaluation.decision import DECISION_FILE, load_decision
 from .voting import answers, combine_runs, read_probs, write_atomic
 
 

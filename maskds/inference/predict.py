@@ -12,9 +12,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..core.errors import UserError
 from ..core.images import cached_pixels
+from ..core.probabilities import KEYS, WIDTHS, Probs
 from .models import Member, build_transform
 from .tta import forward_views
-from ..core.probabilities import KEYS, WIDTHS, Probs
 from .voting import combine_folds
 
 

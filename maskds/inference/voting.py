@@ -10,9 +10,14 @@ import torch
 
 from ..core.atomic import atomic_path
 from ..core.errors import UserError
-from ..core.probabilities import (KEYS, PROB_COLUMNS, Probs, class_probs_from_heads, heads_from_class_probs,
-                                  probs_from_frame, to_frame)
-
+from ..core.probabilities import (
+    KEYS,
+    PROB_COLUMNS,
+    Probs,
+    class_probs_from_heads,
+    heads_from_class_probs,
+    probs_from_frame,
+)
 
 
 def combine_folds(members: Sequence[Probs], head: str) -> Probs:
