@@ -65,7 +65,7 @@ def test_a_numeric_age_head_learns_the_age_in_years(age_head):
 
     spec = HeadSpec("multihead", age_head)
     loss_fn = MaskLoss(spec)
-    ages = torch.tensor([18, 25, 41, 60])
+    ages = torch.tensor([18, 25, 41, 59])
     y = torch.stack([torch.tensor([0, 1, 8, 15]), ages], dim=1)  # (class id, age) rows
     logits = torch.zeros(4, spec.num_outputs, requires_grad=True)
     opt = torch.optim.Adam([logits], lr=0.2)
@@ -77,3 +77,21 @@ def test_a_numeric_age_head_learns_the_age_in_years(age_head):
         ages.float().tolist(), abs=1.5)
     with pytest.raises(ValueError, match="needs \\(class, age\\) targets"):
         loss_fn(logits, y[:, 0])
+
+
+@pytest.mark.parametrize("age_head", ["regression", "distribution"])
+def test_a_recorded_60_means_60_or_older_so_the_top_band_is_learnt_whole(age_head):
+    """The data records everyone 60+ as 60: trained on it, a numeric head must put a 60 in the >= 60 band."""
+    from maskds.core.probabilities import HeadSpec, probabilities
+
+    spec = HeadSpec("multihead", age_head)
+    loss_fn = MaskLoss(spec)
+    y = torch.tensor([[2, 60], [0, 25]])
+    logits = torch.zeros(2, spec.num_outputs, requires_grad=True)
+    opt = torch.optim.Adam([logits], lr=0.2)
+    for _ in range(300):
+        opt.zero_grad()
+        loss_fn(logits, y).backward()
+        opt.step()
+    bands = probabilities(logits.detach(), spec)["age"]
+    assert bands[0, 2] > 0.8 and bands[1, 0] > 0.8

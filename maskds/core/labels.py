@@ -19,6 +19,8 @@ GENDER_CODES = {"male": 0, "female": 1}
 
 # Competition thresholds: < 30, 30..59, >= 60. Training may move them (e.g. upper 58).
 DEFAULT_AGE_THRESHOLDS = (30, 60)
+# The competition's data records everyone 60 or older as 60: that age means "60 or more" (censored).
+CENSORED_AGE = 60
 
 
 def age_band(age: int, thresholds: tuple[int, int] | list[int] = DEFAULT_AGE_THRESHOLDS) -> int:

@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core.probabilities import AGE_CENTER, AGE_RANGE, AGE_SCALE, HeadSpec, as_spec
+from ..core.labels import CENSORED_AGE
+from ..core.probabilities import AGE_CENTER, AGE_RANGE, AGE_SCALE, AGE_SIGMA, HeadSpec, as_spec
 
 AGE_TARGET_SIGMA = 3.0  # years: the width of the distribution head's target around the true age
 
@@ -36,16 +37,28 @@ def smoothed_focal_ce(
 def age_loss(age_logits: torch.Tensor, age: torch.Tensor, spec: HeadSpec, band: torch.Tensor,
              smoothing: float, gamma: float) -> torch.Tensor:
     """The age head's loss: CE/focal over bands, Huber on the scaled age (regression), or cross-entropy
-    against a Gaussian of AGE_TARGET_SIGMA years around the true age (distribution)."""
+    against a Gaussian of AGE_TARGET_SIGMA years around the true age (distribution).
+
+    CENSORED_AGE means "that age or older" (the data records everyone 60+ as 60): regression is then
+    penalised only below it plus AGE_SIGMA (its band probabilities assume that error), and the
+    distribution's target keeps only the ages from it up. Without
+    that, a perfect model would give a recorded 60 about half its mass below 60: the >= 60 band, the
+    rarest class, would be under-predicted.
+    """
     if spec.age_head == "bands":
         return smoothed_focal_ce(age_logits, band, smoothing, gamma)
     age = age.float()
+    censored = (age == CENSORED_AGE)[:, None]
     if spec.age_head == "regression":
-        target = (age - AGE_CENTER) / AGE_SCALE
-        return F.smooth_l1_loss(age_logits[:, 0].float(), target, beta=2.0 / AGE_SCALE)  # quadratic within 2 years
+        target = (torch.where(censored[:, 0], age + AGE_SIGMA, age) - AGE_CENTER) / AGE_SCALE
+        pred = age_logits[:, 0].float()
+        pred = torch.where(censored[:, 0], torch.minimum(pred, target), pred)  # above a censored age: no loss
+        return F.smooth_l1_loss(pred, target, beta=2.0 / AGE_SCALE)  # quadratic within 2 years
     ages = torch.arange(AGE_RANGE[0], AGE_RANGE[1] + 1, device=age_logits.device, dtype=torch.float32)
     centre = age.clamp(*AGE_RANGE)[:, None]
-    target = torch.softmax(-0.5 * ((ages[None, :] - centre) / AGE_TARGET_SIGMA) ** 2, dim=-1)
+    logit = -0.5 * ((ages[None, :] - centre) / AGE_TARGET_SIGMA) ** 2
+    logit = logit.masked_fill(censored & (ages[None, :] < centre), float("-inf"))
+    target = torch.softmax(logit, dim=-1)
     return -(target * F.log_softmax(age_logits.float(), dim=-1)).sum(-1).mean()
 
 
