@@ -72,7 +72,8 @@ def test_a_tuned_decision_round_trips_through_the_run_into_infer(two_fold_run, s
     r = maskds("oof", run, "--tune-decision")
     assert r.returncode == 0 and "tuned decision" in " ".join(r.stdout.split()), r.stderr
     decision = json.loads((run / "decision.json").read_text())
-    assert decision["heads"] == {"head": "multihead", "age_head": "bands"} and len(decision["weights"]) == 18
+    trained = read_best(run / "fold0" / "best.safetensors").config
+    assert decision["heads"] == {"head": trained.head, "age_head": trained.age_head} and len(decision["weights"]) == 18
     # A decision that always favours class 5 makes the answers visibly its own.
     decision["weights"] = [1e-3] * 18
     decision["weights"][5] = 1.0
@@ -92,7 +93,7 @@ def test_a_tuned_decision_round_trips_through_the_run_into_infer(two_fold_run, s
     stale = infer("--run", run, "--data", eval_dir, "--out", tmp_path / "stale.csv")
     assert stale.returncode == 2 and "fitted on other out-of-fold predictions" in stale.stderr
     oof.write_bytes(saved)
-    decision["heads"]["age_head"] = "distribution"  # fitted for other heads than the checkpoints hold
+    decision["heads"]["age_head"] = "regression"  # fitted for other heads than the checkpoints hold (demo: distribution)
     (run / "decision.json").write_text(json.dumps(decision))
     bad = infer("--run", run, "--data", eval_dir, "--out", tmp_path / "bad.csv")
     assert bad.returncode == 2 and f"{run / 'decision.json'}" in bad.stderr and not (tmp_path / "bad.csv").exists()

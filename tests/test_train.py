@@ -53,7 +53,7 @@ def test_f1_rises_above_chance_and_best_is_the_best_ema_epoch(two_proc_run):
     best = read_best(fold_dir / "best.safetensors")
     assert best.info["epoch"] == ema_f1.index(max(ema_f1)) and best.info["metrics"]["macro_f1"] == max(ema_f1)
     assert best.resolved["image_size"] == [64, 48] and best.resolved["cache_size"] == [64, 48]
-    model = create_model(best.config.model, best.config.head, pretrained="none")
+    model = create_model(best.config.model, best.config.head_spec(), pretrained="none")
     model.load_state_dict(best.state_dict)
     for key in ("epoch", "train_loss", "lr", "images_per_s", "raw", "ema"):
         assert key in lines[0]
@@ -70,11 +70,11 @@ def test_the_saved_ema_weights_score_what_validation_recorded(two_proc_run, tiny
 
     fold_dir, _ = two_proc_run
     best = read_best(fold_dir / "best.safetensors")
-    model = create_model(best.config.model, best.config.head, pretrained="none")
+    model = create_model(best.config.model, best.config.head_spec(), pretrained="none")
     model.load_state_dict(best.state_dict)
     loaders = build_loaders(best.config, load_train_split(tiny_cache)[0], 0, best.resolved["image_size"], False)
-    loss_fn = MaskLoss(best.config.head, best.config.loss, best.config.label_smoothing)
-    scores, _ = evaluate(Accelerator(cpu=True), model, loaders.val, best.config.head, loss_fn)
+    loss_fn = MaskLoss(best.config.head_spec(), best.config.loss, best.config.label_smoothing)
+    scores, _ = evaluate(Accelerator(cpu=True), model, loaders.val, best.config.head_spec(), loss_fn)
     recorded = metrics_lines(fold_dir)[best.info["epoch"]]["ema"]
     assert scores["n"] == recorded["n"]
     assert scores["loss"] == pytest.approx(recorded["loss"], rel=1e-5, abs=1e-6)
