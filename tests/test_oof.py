@@ -93,7 +93,7 @@ def test_a_tuned_decision_round_trips_through_the_run_into_infer(two_fold_run, s
     stale = infer("--run", run, "--data", eval_dir, "--out", tmp_path / "stale.csv")
     assert stale.returncode == 2 and "fitted on other out-of-fold predictions" in stale.stderr
     oof.write_bytes(saved)
-    decision["heads"]["age_head"] = "regression"  # fitted for other heads than the checkpoints hold (demo: distribution)
+    decision["heads"]["age_head"] = "ordinal"  # fitted for other heads than the checkpoints hold
     (run / "decision.json").write_text(json.dumps(decision))
     bad = infer("--run", run, "--data", eval_dir, "--out", tmp_path / "bad.csv")
     assert bad.returncode == 2 and f"{run / 'decision.json'}" in bad.stderr and not (tmp_path / "bad.csv").exists()
