@@ -147,7 +147,7 @@ def test_transform_from_checkpoint_equals_training_eval_transform(tmp_path):
     view = view_params(resolved, "x")
     assert view.image_size == (40, 32) and view.cache_size == (48, 36)  # (H, W), never swapped
     ours = build_transform(view)
-    training = eval_transform(resolved["image_size"])  # as fit.py calls it
+    training = eval_transform(resolved["image_size"])  # as training.setup.build_loaders calls it
     assert ours.to_dict() == training.to_dict()
     img = np.random.default_rng(1).integers(0, 256, (48, 36, 3), dtype=np.uint8)
     out = ours(image=img)["image"]
