@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -124,13 +123,13 @@ def choose_decision(args: argparse.Namespace, members: list) -> tuple[np.ndarray
     """
     if args.no_tuned_decision:
         return None, None
-    heads = {json.dumps({"head": m.spec.head, "age_head": m.spec.age_head}) for m in members}
+    heads = {(m.spec.head, m.spec.age_head) for m in members}
     one_run = len(args.run) == 1 and args.run[0].is_dir()
     path = args.decision or (args.run[0] / DECISION_FILE if one_run else None)
     if path is None or (args.decision is None and not path.is_file()):
         return None, None
-    return load_decision(path, json.loads(heads.pop()) if len(heads) == 1 else None,
-                         args.run[0] if one_run else None), path
+    held = dict(zip(("head", "age_head"), next(iter(heads)))) if len(heads) == 1 else None
+    return load_decision(path, held, args.run[0] if one_run else None), path
 
 
 def write_outputs(ids: list[str], probs: Probs, out: Path, probs_path: Path, weights: np.ndarray | None = None) -> None:

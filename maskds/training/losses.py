@@ -94,9 +94,7 @@ class MaskLoss(nn.Module):
         if age is None and self.spec.age_head != "bands":
             raise ValueError(f"age_head {self.spec.age_head!r} needs (class, age) targets")
         targets, cols = head_targets(cls), self.spec.slices()
-        total = self.weights["mask"] * smoothed_focal_ce(logits[:, cols["mask"]], targets["mask"], self.smoothing,
-                                                         self.gamma)
-        total = total + self.weights["gender"] * smoothed_focal_ce(logits[:, cols["gender"]], targets["gender"],
-                                                                   self.smoothing, self.gamma)
+        total = sum(self.weights[k] * smoothed_focal_ce(logits[:, cols[k]], targets[k], self.smoothing, self.gamma)
+                    for k in ("mask", "gender"))
         return total + self.weights["age"] * age_loss(logits[:, cols["age"]], age, self.spec, targets["age"],
                                                       self.smoothing, self.gamma)
