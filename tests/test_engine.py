@@ -1,6 +1,7 @@
 """Engine tests (one process, in-process): accumulation equals a bigger batch, EMA/scheduler step per update."""
 import copy
 
+import pytest
 import torch
 from accelerate import Accelerator
 from timm.scheduler import CosineLRScheduler
@@ -79,3 +80,19 @@ def test_evaluate_and_predict_logits_cover_every_example_once():
     assert scores["n"] == 11 and 0 <= scores["macro_f1"] <= 1 and scores["loss"] > 0
     logits, labels = predict_logits(acc, model, loader)
     assert logits.shape == (11, 18) and labels.tolist() == [int(y) for _, y in _data(11)]
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA device")])])
+def test_running_loss_reports_means_on_the_cpu_at_once_and_on_cuda_one_report_late(device):
+    from maskds.training.engine import RunningLoss
+
+    running = RunningLoss(torch.device(device))
+    running.sum += 6.0
+    first = running.report(2)
+    running.sum += 6.0
+    second = running.report(4)
+    if device == "cpu":
+        assert first == (2, 3.0) and second == (4, 3.0)
+    else:  # the value of the previous report: the loop never waits for the GPU
+        assert first is None and second == (2, 3.0)

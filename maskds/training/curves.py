@@ -20,8 +20,11 @@ def plot_curves(metrics_file: str | Path, out: str | Path) -> Path:
     fig, (loss_ax, f1_ax) = plt.subplots(1, 2, figsize=(10, 3.8))
     loss_ax.plot(epochs, [r["train_loss"] for r in rows], "o-", label="train")
     for which, style in (("raw", "s--"), ("ema", "o-")):
-        loss_ax.plot(epochs, [r[which]["loss"] for r in rows], style, label=f"val {which}")
-        f1_ax.plot(epochs, [r[which]["macro_f1"] for r in rows], style, label=f"{which} macro F1 (18)")
+        scored = [(e, r[which]) for e, r in zip(epochs, rows) if r.get(which)]  # raw: only with validate_raw
+        if scored:
+            loss_ax.plot([e for e, _ in scored], [s["loss"] for _, s in scored], style, label=f"val {which}")
+            f1_ax.plot([e for e, _ in scored], [s["macro_f1"] for _, s in scored], style,
+                       label=f"{which} macro F1 (18)")
     f1_ax.plot(epochs, [r["ema"]["age_f1"] for r in rows], ":", label="EMA age F1")
     best = [r for r in rows if r.get("best")]
     if best:

@@ -38,6 +38,30 @@ class StepOptions:
     log_every: int = 10           # batches between progress callbacks (each reads the loss: a sync)
 
 
+class RunningLoss:
+    """The epoch's loss sum on the device, and its running mean for the progress bar.
+
+    Reading a CUDA tensor waits for the GPU to finish all queued work, and the GPU then idles while
+    the loop queues the next step. So on CUDA each report starts a non-blocking copy and returns the
+    previous report's value, whose copy is long done: (batches, mean loss), or None the first time.
+    """
+
+    def __init__(self, device: torch.device):
+        self.sum = torch.zeros((), device=device)
+        self._pending: tuple[int, torch.Tensor, torch.cuda.Event] | None = None
+
+    def report(self, batches: int) -> tuple[int, float] | None:
+        if self.sum.device.type != "cuda":
+            return batches, float(self.sum) / batches
+        ready, host, event = self._pending, self.sum.to("cpu", non_blocking=True), torch.cuda.Event()
+        event.record()
+        self._pending = (batches, host, event)
+        if ready is None:
+            return None
+        ready[2].synchronize()
+        return ready[0], float(ready[1]) / ready[0]
+
+
 def _to_input(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
@@ -48,20 +72,21 @@ def train_one_epoch(accelerator, state: FoldState, loss_fn: nn.Module, loader, o
 
     Gradient accumulation comes from `accelerator.accumulate`. The schedule and the EMA advance only
     after a real optimizer step: `sync_gradients` and not skipped by the fp16 scaler. The loss stays
-    on the device; it is read (a sync) only every `log_every` batches for
-    `on_progress(batches_done, running_loss, lr)`.
+    on the device and reaches `on_progress(batches_done, running_loss, lr)` every `log_every` batches
+    without stalling the GPU (`RunningLoss`).
     """
     model, optimizer, progress = state.model, state.optimizer, state.progress
+    forward = state.forward_model
     model.train()
     unwrapped = accelerator.unwrap_model(model)
     state.schedule.step(progress.epoch, 0)  # this epoch's starting point, also after a resume
-    loss_sum = torch.zeros((), device=accelerator.device)
+    running = RunningLoss(accelerator.device)
     n_batches, updates, batch_size, start = 0, 0, 0, time.perf_counter()
     for x, y in loader:
         if options.max_batches and n_batches >= options.max_batches:
             break
         with accelerator.accumulate(model):
-            loss = loss_fn(model(_to_input(x, options.channels_last)), y)
+            loss = loss_fn(forward(_to_input(x, options.channels_last)), y)
             accelerator.backward(loss)
             if accelerator.sync_gradients and options.grad_clip > 0:
                 accelerator.clip_grad_norm_(model.parameters(), options.grad_clip)
@@ -72,12 +97,14 @@ def train_one_epoch(accelerator, state: FoldState, loss_fn: nn.Module, loader, o
             progress.updates += 1
             state.schedule.step(progress.epoch, updates)
             state.ema.update(unwrapped, step=progress.updates)
-        loss_sum += loss.detach()
+        running.sum += loss.detach()
         n_batches += 1
         batch_size = batch_size or x.shape[0]
         if on_progress is not None and n_batches % options.log_every == 0:
-            on_progress(n_batches, (loss_sum / n_batches).item(), optimizer.param_groups[0]["lr"])
-    mean_loss = accelerator.reduce(loss_sum / max(n_batches, 1), reduction="mean").item()
+            report = running.report(n_batches)
+            if report is not None:
+                on_progress(*report, optimizer.param_groups[0]["lr"])
+    mean_loss = accelerator.reduce(running.sum / max(n_batches, 1), reduction="mean").item()
     images = n_batches * batch_size * accelerator.num_processes
     return EpochResult(loss=mean_loss, lr=float(optimizer.param_groups[0]["lr"]), images=images,
                        seconds=time.perf_counter() - start, updates=updates)
@@ -117,9 +144,9 @@ def evaluate(accelerator, model: nn.Module, loader, spec: str | HeadSpec, loss_f
 
 
 def validate(accelerator, state: FoldState, loader, spec: HeadSpec, loss_fn: nn.Module,
-             channels_last: bool = False) -> tuple[dict, dict, dict[str, np.ndarray]]:
-    """Scores of the raw and the EMA weights on the validation loader, the same on every process, and
-    the EMA's probabilities (the out-of-fold predictions when the epoch is the best).
+             channels_last: bool = False, raw: bool = True) -> tuple[dict | None, dict, dict[str, np.ndarray]]:
+    """Scores of the raw (None unless `raw`) and the EMA weights on the validation loader, the same on
+    every process, and the EMA's probabilities (the out-of-fold predictions when the epoch is the best).
 
     Each process's BatchNorm statistics drift apart (its own batches; DDP syncs only at the next
     forward), and only the main process's are saved. So first the raw model takes the main process's,
@@ -127,8 +154,9 @@ def validate(accelerator, state: FoldState, loader, spec: HeadSpec, loss_fn: nn.
     is saved.
     """
     if accelerator.num_processes > 1:
-        distribute_bn(state.model, accelerator.num_processes, reduce=False)
+        if raw:
+            distribute_bn(state.model, accelerator.num_processes, reduce=False)
         distribute_bn(state.ema.module, accelerator.num_processes, reduce=True)
-    raw, _ = evaluate(accelerator, state.model, loader, spec, loss_fn, channels_last)
+    raw_scores = evaluate(accelerator, state.model, loader, spec, loss_fn, channels_last)[0] if raw else None
     ema, ema_probs = evaluate(accelerator, state.ema.module, loader, spec, loss_fn, channels_last)
-    return raw, ema, ema_probs
+    return raw_scores, ema, ema_probs

@@ -23,8 +23,11 @@ def smoothed_focal_ce(
 ) -> torch.Tensor:
     """Mean cross-entropy with label smoothing, times (1 - p_true)^gamma when gamma > 0 (focal loss).
 
-    With gamma == 0 this equals `F.cross_entropy(logits, target, label_smoothing=smoothing)`.
+    With gamma == 0 it is `F.cross_entropy(logits, target, label_smoothing=smoothing)`: one fused
+    kernel instead of five.
     """
+    if gamma == 0:
+        return F.cross_entropy(logits.float(), target, label_smoothing=smoothing)
     logp = F.log_softmax(logits.float(), dim=-1)
     nll = -logp.gather(1, target[:, None]).squeeze(1)
     per_sample = (1.0 - smoothing) * nll - smoothing * logp.mean(dim=-1)

@@ -25,15 +25,17 @@ def train_progress(enabled: bool, description: str, total: int,
                TextColumn("loss {task.fields[loss]}  lr {task.fields[lr]}  {task.fields[ips]} img/s"),
                TimeElapsedColumn()]
     start = time.perf_counter()
-    with Progress(*columns, console=console) as bar:
+    # No refresh thread (it takes the GIL ten times a second from the loop feeding the GPU): the bar
+    # redraws when the loop reports, every `log_every` batches.
+    with Progress(*columns, console=console, auto_refresh=False) as bar:
         task = bar.add_task(description, total=total, loss="-", lr="-", ips="-")
 
         def on_progress(done: int, loss: float, lr: float) -> None:
             ips = done * images_per_batch / max(time.perf_counter() - start, 1e-9)
-            bar.update(task, completed=done, loss=f"{loss:.4f}", lr=f"{lr:.2e}", ips=f"{ips:.0f}")
+            bar.update(task, completed=done, loss=f"{loss:.4f}", lr=f"{lr:.2e}", ips=f"{ips:.0f}", refresh=True)
 
         yield on_progress
-        bar.update(task, completed=total)
+        bar.update(task, completed=total, refresh=True)
 
 
 def epoch_table(fold: int, epochs: int, record: dict) -> Table:
@@ -49,5 +51,7 @@ def epoch_table(fold: int, epochs: int, record: dict) -> Table:
         table.add_column(label, justify="right")
     table.add_column("n", justify="right")
     for name, scores in (("raw", record["raw"]), ("EMA", record["ema"])):
+        if scores is None:  # raw weights are scored only with validate_raw
+            continue
         table.add_row(name, *(f"{scores[k]:.4f}" for k, _ in SCORE_KEYS), str(scores["n"]))
     return table

@@ -24,8 +24,8 @@ from .engine import EpochResult
 from .state import FoldState
 
 
-def epoch_record(epoch: int, result: EpochResult, raw: dict, ema: dict, best: bool, state: FoldState) -> dict:
-    """One metrics.jsonl line. `updates`: optimizer updates done so far (across resumes);
+def epoch_record(epoch: int, result: EpochResult, raw: dict | None, ema: dict, best: bool, state: FoldState) -> dict:
+    """One metrics.jsonl line (`raw`: null unless `validate_raw`). `updates`: optimizer updates so far (across resumes);
     `schedule_step` / `schedule_total`: where the learning-rate schedule stands (`schedule`)."""
     return {"epoch": epoch, "train_loss": result.loss, "lr": result.lr, "updates": state.progress.updates,
             "schedule_step": state.schedule.position(epoch, result.updates), "schedule_total": state.schedule.total,
@@ -37,7 +37,7 @@ def tracker_scalars(record: dict) -> dict[str, float]:
     scalars = {"train/loss": record["train_loss"], "train/lr": record["lr"],
                "train/images_per_s": record["images_per_s"]}
     for which in ("raw", "ema"):
-        scalars.update({f"val_{which}/{k}": v for k, v in record[which].items() if k != "n"})
+        scalars.update({f"val_{which}/{k}": v for k, v in (record[which] or {}).items() if k != "n"})
     return scalars
 
 

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from timm.utils import ModelEmaV3
 from torch import nn
 from torch.optim import Optimizer
 
+from .ema import FastEma
 from .schedule import Schedule
 
 
@@ -30,9 +30,17 @@ class RunProgress:
 class FoldState:
     """The training objects of one fold. `model` and `optimizer` are prepared by accelerate (DDP-wrapped
     under several processes); `ema` averages the unwrapped model in fp32. `ema` and `progress` are
-    registered for checkpointing; the schedule is rebuilt from `progress.epoch` (see `schedule`)."""
+    registered for checkpointing; the schedule is rebuilt from `progress.epoch` (see `schedule`).
+    `step_model` is `torch.compile(model)` when compiling (it shares the model's parameters): the
+    training step calls it, everything else the plain `model`."""
     model: nn.Module
-    ema: ModelEmaV3
+    ema: FastEma
     optimizer: Optimizer
     schedule: Schedule
     progress: RunProgress
+    step_model: nn.Module | None = None
+
+    @property
+    def forward_model(self) -> nn.Module:
+        """What the training step calls: the compiled model if there is one."""
+        return self.step_model if self.step_model is not None else self.model
