@@ -26,7 +26,7 @@ def two_proc_run(tiny_cache, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")
     args = [*DEMO, f"cache={tiny_cache}", f"output_dir={out}", "name=e2e", "folds=[0]", f"epochs={EPOCHS}",
             "batch_size=4", "grad_accum_steps=2", "lr=5e-3", "min_lr=1e-5", *TINY, "num_workers=1",
-            "log_with=tensorboard"]
+            "log_with=tensorboard", "validate_raw=true"]
     r = launch(args, "cpu_2proc.yaml")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return out / "e2e" / "fold0", r
@@ -72,7 +72,8 @@ def test_the_saved_ema_weights_score_what_validation_recorded(two_proc_run, tiny
     best = read_best(fold_dir / "best.safetensors")
     model = create_model(best.config.model, best.config.head_spec(), pretrained="none")
     model.load_state_dict(best.state_dict)
-    loaders = build_loaders(best.config, load_train_split(tiny_cache)[0], 0, best.resolved["image_size"], False)
+    table = load_train_split(tiny_cache)[0]
+    loaders = build_loaders(best.config, table, 0, best.resolved["image_size"], torch.device("cpu"))
     loss_fn = MaskLoss(best.config.head_spec(), best.config.loss, best.config.label_smoothing)
     scores, _ = evaluate(Accelerator(cpu=True), model, loaders.val, best.config.head_spec(), loss_fn)
     recorded = metrics_lines(fold_dir)[best.info["epoch"]]["ema"]
@@ -102,9 +103,10 @@ def test_lr_schedule_ends_at_its_final_value_with_2_processes_and_accumulation_2
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_to_the_same_weights_and_ema(tiny_cache, tmp_path):
+@pytest.mark.parametrize("on_device", ["false", "true"])
+def test_killed_run_resumes_to_the_same_weights_and_ema(tiny_cache, tmp_path, on_device):
     common = [*DEMO, f"cache={tiny_cache}", f"output_dir={tmp_path}", "folds=[0]", "epochs=2", "batch_size=16",
-              *TINY, "num_workers=1", "augment=strong"]
+              *TINY, "num_workers=1", "augment=strong", f"images_on_device={on_device}"]
     assert launch([*common, "name=full"], None).returncode == 0
     # "Killed" after its first epoch's state was saved, then continued with resume=auto.
     assert launch([*common, "name=cut", "stop_after_epochs=1"], None).returncode == 0
@@ -171,7 +173,7 @@ def test_training_uses_the_configured_age_bands_and_validation_the_competitions(
     cfg = load_config(ROOT / "configs/demo.yaml", [f"cache={tiny_cache}", f"output_dir={tmp_path}", *TINY,
                                                    "age_thresholds=[30,45]"])
     table, meta = load_train_split(tiny_cache)
-    loaders = build_loaders(cfg, table, 0, [64, 48], pin_memory=False)
+    loaders = build_loaders(cfg, table, 0, [64, 48], torch.device("cpu"))
     train_ds, val_ds = loaders.train_set, loaders.val.dataset
     resolved = resolved_metadata(cfg, build_model(cfg, torch.device("cpu"))[0], meta["args"]["size"])
     moved, competition = class_labels(table, [30, 45]), class_labels(table, [30, 60])

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
+import cv2
 import datasets
 import numpy as np
 import torch
@@ -113,6 +114,11 @@ def seed_sample(transform, seed: int, epoch: int, index: int) -> None:
         transform.set_random_state(rng, random.Random(int(rng.integers(2**63))))
 
 
+def single_threaded_opencv(worker_id: int) -> None:
+    """Loader workers are the parallelism: OpenCV's own thread pool in each would oversubscribe the cores."""
+    cv2.setNumThreads(0)
+
+
 def make_loader(dataset: Dataset, batch_size: int, train: bool, num_workers: int, pin_memory: bool) -> DataLoader:
     """DataLoader with persistent workers; training shuffles and drops the last partial batch."""
     return DataLoader(
@@ -124,6 +130,7 @@ def make_loader(dataset: Dataset, batch_size: int, train: bool, num_workers: int
         pin_memory=pin_memory,
         # Seeds are per sample (CachedImages), so workers need no restart per epoch to draw anew.
         persistent_workers=num_workers > 0,
+        worker_init_fn=single_threaded_opencv,
         # Its own generator: starting workers (once, when they persist) then never draws from the
         # global torch RNG that dropout uses, so a resumed run matches an uninterrupted one.
         generator=torch.Generator().manual_seed(0),

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import datasets
 import timm
+import torch
 import yaml
 from accelerate import Accelerator, DataLoaderConfiguration, PartialState
 from accelerate.tracking import LOGGER_TYPE_TO_CLASS
@@ -27,7 +28,8 @@ from .setup import FoldLoaders, build_fold, build_loaders, build_model
 from .state import FoldState
 
 # Keys that may change between a killed run and its resume without changing the result.
-RESUME_FREE_KEYS = {"resume", "stop_after_epochs", "num_workers", "log_with", "folds"}
+RESUME_FREE_KEYS = {"resume", "stop_after_epochs", "num_workers", "log_with", "folds", "compile", "validate_raw",
+                    "cudnn_benchmark"}
 
 
 @dataclass(frozen=True)
@@ -117,10 +119,11 @@ def run(config: TrainConfig) -> None:
 def train_fold(config: TrainConfig, data: TrainData, fold: int, fold_dir: Path, resume_from: Path | None) -> None:
     """Train one fold: validate raw and EMA each epoch, keep the best EMA weights by F1, save state."""
     accelerator = make_accelerator(config, fold_dir)
+    torch.backends.cudnn.benchmark = config.cudnn_benchmark
     set_seed(config.seed)  # same on every process: identical init, so every rank's EMA starts equal
     model, ema = build_model(config, accelerator.device)
     resolved = resolved_metadata(config, model, data.cache_size)
-    loaders = build_loaders(config, data.table, fold, resolved["image_size"], pin_memory=accelerator.device.type == "cuda")
+    loaders = build_loaders(config, data.table, fold, resolved["image_size"], accelerator.device)
     files = FoldFiles(fold_dir, fold, config, resolved, oof_index(data.table, loaders.val_rows, fold, data.cache_id))
     state = build_fold(config, accelerator, model, ema, loaders)
     accelerator.register_for_checkpointing(state.ema, state.progress)
@@ -164,7 +167,8 @@ def run_epoch(accelerator, state: FoldState, loaders: FoldLoaders, loss_fn: Mask
     with train_progress(accelerator.is_main_process, f"fold {fold} epoch {epoch + 1}/{config.epochs}", loaders.batches,
                         config.batch_size * accelerator.num_processes) as on_progress:
         result = train_one_epoch(accelerator, state, loss_fn, loaders.train, options, on_progress)
-    raw, ema, ema_probs = validate(accelerator, state, loaders.val, config.head_spec(), loss_fn, config.channels_last)
+    raw, ema, ema_probs = validate(accelerator, state, loaders.val, config.head_spec(), loss_fn, config.channels_last,
+                                   raw=config.validate_raw)
     best = ema["macro_f1"] > state.progress.best_f1
     if best:
         state.progress.best_f1, state.progress.best_epoch = ema["macro_f1"], epoch

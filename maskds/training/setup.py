@@ -8,13 +8,14 @@ import numpy as np
 import torch
 from accelerate.utils import set_seed
 from timm.optim import create_optimizer_v2
-from timm.utils import ModelEmaV3
 from torch import nn
 from torch.utils.data import DataLoader
 
 from ..core.labels import DEFAULT_AGE_THRESHOLDS
 from .config import TrainConfig
 from .datasets import CachedImages, class_and_age, fold_split, make_loader
+from .device_images import DeviceBatches, SampleParams, decode_to_device, use_device_images
+from .ema import FastEma
 from .model import create_model
 from .schedule import batches_per_epoch, build_schedule
 from .state import FoldState, RunProgress
@@ -23,15 +24,19 @@ from .transforms import eval_transform, train_transform
 
 @dataclass
 class FoldLoaders:
-    """A fold's data: the training dataset (its epoch selects the augmentations) and both loaders."""
-    train_set: CachedImages
-    train: DataLoader
-    val: DataLoader
+    """A fold's data: the training dataset (its epoch selects the augmentations) and both loaders.
+
+    With the images on the device, `device_images` holds them (training, validation) and the loaders
+    ship indices and augmentation parameters; `build_fold` wraps them into `DeviceBatches`."""
+    train_set: CachedImages | SampleParams
+    train: DataLoader | DeviceBatches
+    val: DataLoader | DeviceBatches
     val_rows: np.ndarray   # cache rows of the validation images, in validation order
     batches: int = 0   # training batches per process and epoch (after limit_train_batches)
+    device_images: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
-def build_model(config: TrainConfig, device: torch.device) -> tuple[nn.Module, ModelEmaV3]:
+def build_model(config: TrainConfig, device: torch.device) -> tuple[nn.Module, FastEma]:
     """The model on `device` and its fp32 EMA, built from the unwrapped model (before any DDP wrap)."""
     model = create_model(config.model, config.head_spec(), config.pretrained, config.pretrained_mapping, config.drop_rate,
                          config.mean, config.std, config.drop_path_rate)
@@ -40,7 +45,7 @@ def build_model(config: TrainConfig, device: torch.device) -> tuple[nn.Module, M
     model = model.to(device)
     # warmup_power 1: decay t/(1+t) at update t, i.e. the plain mean of every update so far, until it
     # reaches the configured decay after 1/(1 - decay) updates: the horizon (`ema_decay_for`).
-    return model, ModelEmaV3(model, decay=config.ema_decay, use_warmup=config.ema_warmup, warmup_power=1.0,
+    return model, FastEma(model, decay=config.ema_decay, use_warmup=config.ema_warmup, warmup_power=1.0,
                              dtype=torch.float32)
 
 
@@ -52,31 +57,62 @@ def ema_decay_for(config: TrainConfig, updates_per_epoch: int) -> float:
 
 
 def build_loaders(config: TrainConfig, table: datasets.Dataset, fold: int, image_size: list[int],
-                  pin_memory: bool) -> FoldLoaders:
+                  device: torch.device) -> FoldLoaders:
     """Training on the configured age bands (e.g. >= 58 to lift the rare band), validation on the
-    competition's (< 30, 30..59, >= 60): the best checkpoint is chosen by the metric that is scored."""
+    competition's (< 30, 30..59, >= 60): the best checkpoint is chosen by the metric that is scored.
+
+    The images are decoded in loader workers (`CachedImages`), or once into the device's memory
+    (`images_on_device`, see `device_images`)."""
     split = fold_split(table, fold, config.drop_ages)
-    train_set = CachedImages(table, split.train, class_and_age(table, config.age_thresholds),
-                             train_transform(image_size, config.augment), seed=config.seed)
-    val_set = CachedImages(table, split.val, class_and_age(table, DEFAULT_AGE_THRESHOLDS), eval_transform(image_size),
-                           seed=None)
+    train_labels, val_labels = class_and_age(table, config.age_thresholds), class_and_age(table, DEFAULT_AGE_THRESHOLDS)
+    pin = device.type == "cuda"
+    if use_device_images(config.images_on_device, device, len(split.train) + len(split.val), image_size):
+        train_set: CachedImages | SampleParams = SampleParams(train_labels[split.train], config.augment, config.seed)
+        val_set: CachedImages | SampleParams = SampleParams(val_labels[split.val], None)
+        images = (decode_to_device(table, split.train, image_size, device),
+                  decode_to_device(table, split.val, image_size, device))
+    else:
+        train_set = CachedImages(table, split.train, train_labels, train_transform(image_size, config.augment),
+                                 seed=config.seed)
+        val_set = CachedImages(table, split.val, val_labels, eval_transform(image_size), seed=None)
+        images = None
     return FoldLoaders(train_set,
-                       make_loader(train_set, config.batch_size, True, config.num_workers, pin_memory),
-                       make_loader(val_set, config.batch_size * 2, False, config.num_workers, pin_memory),
-                       val_rows=split.val)
+                       make_loader(train_set, config.batch_size, True, config.num_workers, pin),
+                       make_loader(val_set, config.batch_size * 2, False, config.num_workers, pin),
+                       val_rows=split.val, device_images=images)
 
 
-def build_fold(config: TrainConfig, accelerator, model: nn.Module, ema: ModelEmaV3,
+def build_fold(config: TrainConfig, accelerator, model: nn.Module, ema: FastEma,
                loaders: FoldLoaders) -> FoldState:
-    """Optimizer, `prepare` (model, optimizer, loaders) and the schedule sized by this run's loader.
+    """Optimizer, `prepare` (model, optimizer, loaders), the schedule sized by this run's loader, and
+    the compiled model the training step calls when `compile` is on.
 
     The timm scheduler stays out of `prepare`: accelerate's wrapper would step it once per process.
     """
     set_seed(config.seed, device_specific=True)  # weights are equal on every process; dropout masks now differ
-    optimizer = create_optimizer_v2(model, opt=config.optimizer, lr=config.lr, weight_decay=config.weight_decay)
-    model, optimizer, loaders.train, loaders.val = accelerator.prepare(model, optimizer, loaders.train, loaders.val)
+    optimizer = create_optimizer_v2(model, opt=config.optimizer, lr=config.lr, weight_decay=config.weight_decay,
+                                    **optimizer_kernels(config.optimizer, accelerator.device))
+    if loaders.device_images is None:
+        model, optimizer, loaders.train, loaders.val = accelerator.prepare(model, optimizer, loaders.train, loaders.val)
+    else:
+        # The loaders' batches stay on the CPU: the augmentation parameters are planned there (no sync),
+        # and DeviceBatches moves indices and targets itself.
+        model, optimizer = accelerator.prepare(model, optimizer)
+        train, val = (accelerator.prepare_data_loader(dl, device_placement=False)
+                      for dl in (loaders.train, loaders.val))
+        loaders.train = DeviceBatches(train, loaders.device_images[0], True, config.channels_last)
+        loaders.val = DeviceBatches(val, loaders.device_images[1], False, config.channels_last)
     loaders.batches = batches_per_epoch(len(loaders.train), config.limit_train_batches, config.grad_accum_steps)
     schedule = build_schedule(optimizer, config.epochs, config.warmup_epochs, config.lr, config.min_lr,
                               loaders.batches, config.grad_accum_steps)
     ema.decay = ema_decay_for(config, schedule.updates_per_epoch)
-    return FoldState(model=model, ema=ema, optimizer=optimizer, schedule=schedule, progress=RunProgress())
+    # Compiled after prepare, outside it: accelerate keeps saving and unwrapping the plain (DDP) module,
+    # whose parameters the compiled one shares; only the training step runs the compiled graph.
+    step_model = torch.compile(model) if config.compile else None
+    return FoldState(model=model, ema=ema, optimizer=optimizer, schedule=schedule, progress=RunProgress(),
+                     step_model=step_model)
+
+
+def optimizer_kernels(name: str, device: torch.device) -> dict:
+    """On CUDA, torch's fused Adam/AdamW kernel (one launch for every parameter) where timm's name maps to it."""
+    return {"fused": True} if device.type == "cuda" and name.lower() in ("adam", "adamw") else {}
