@@ -247,3 +247,25 @@ def test_bad_input_gives_its_error_and_no_output(tmp_path, eval_dir, capsys, cas
     assert code == 2
     assert expect in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_padded_batches_have_one_shape_and_the_padding_is_cut_from_the_answers():
+    from maskds.inference.predict import to_model_input
+
+    x = torch.randint(0, 255, (5, 3, 8, 6), dtype=torch.uint8)
+    padded = to_model_input(x, torch.device("cpu"), 8, pad=True)
+    assert padded.shape == (8, 3, 8, 6) and torch.equal(padded[:5], x) and not padded[5:].any()
+    assert to_model_input(x, torch.device("cpu"), 8, pad=False).shape == (5, 3, 8, 6)
+
+
+def test_auto_precision_is_the_launch_configs_else_bf16_on_a_gpu_else_none(monkeypatch):
+    from maskds.inference.models import inference_precision
+
+    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert inference_precision("auto") == "no" and inference_precision("fp16") == "fp16"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert inference_precision("auto") == "bf16"
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "fp16")
+    assert inference_precision("auto") == "fp16"

@@ -50,10 +50,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    "one run is predicted and it has one (`maskds oof RUN --tune-decision` writes it)")
     p.add_argument("--no-tuned-decision", action="store_true",
                    help="answer with the plain argmax even when the run has a decision.json")
-    p.add_argument("--batch-size", type=int, default=64, help="images per batch and process (default 64)")
-    p.add_argument("--num-workers", type=int, default=2, help="DataLoader workers per process (default 2)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="images per batch and process (default: 256 on a GPU, 64 on the CPU)")
+    p.add_argument("--num-workers", type=int, default=None,
+                   help="DataLoader workers per process (default: the CPU count, at most 16)")
+    p.add_argument("--precision", choices=["auto", "no", "bf16", "fp16"], default="auto",
+                   help="autocast precision; auto = the accelerate launch config's, else bf16 on a GPU, else none")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile each model (a GPU pays it back on large eval sets; the first batch waits)")
     a = p.parse_args(argv)
-    if a.batch_size < 1 or a.num_workers < 0:
+    if (a.batch_size is not None and a.batch_size < 1) or (a.num_workers is not None and a.num_workers < 0):
         p.error("--batch-size must be >= 1 and --num-workers >= 0")
     return a
 
@@ -88,19 +94,23 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_inference(args: argparse.Namespace, probs_path: Path) -> int:
     """Check every input, predict (sharded across processes), soft-vote, write both files on the main process."""
-    accelerator = make_accelerator()
+    accelerator = make_accelerator(args.precision)
+    on_gpu = accelerator.device.type == "cuda"
+    batch_size = args.batch_size or (256 if on_gpu else 64)
+    workers = args.num_workers if args.num_workers is not None else min(16, os.cpu_count() or 1)
     ids, paths = read_info(args.data)
     # A --run that is a file is a probabilities CSV from an earlier infer.py: ensembled as it is.
     sources = [r if r.is_file() else find_checkpoints(r, args.folds) for r in args.run]
     files = {i: read_probs(src, ids) for i, src in enumerate(sources) if isinstance(src, Path)}
-    members = [load_member(i, k, p, accelerator.device)
+    members = [load_member(i, k, p, accelerator.device, args.compile)
                for i, src in enumerate(sources) if not isinstance(src, Path) for k, p in src]
     check_heads(members)
     weights, decision = choose_decision(args, members)
 
     views = TTA_VIEWS[args.tta]
     start = time.perf_counter()
-    predicted = predict_runs(members, paths, accelerator, args.batch_size, args.num_workers, views) if members else {}
+    predicted = (predict_runs(members, paths, accelerator, batch_size, workers, views, pad=args.compile)
+                 if members else {})
     seconds = time.perf_counter() - start
     if accelerator.is_main_process:
         runs = [files[i] if i in files else predicted[i] for i in range(len(sources))]

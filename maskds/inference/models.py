@@ -1,6 +1,7 @@
 """Fold models rebuilt from their checkpoints, with everything they need to be fed (no training flags)."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,13 +38,22 @@ class Member:
     model: nn.Module
 
 
-def make_accelerator() -> Accelerator:
-    """Accelerator for inference: process count and precision come from the launch config.
+def inference_precision(requested: str = "auto") -> str:
+    """The autocast precision: as requested, or for "auto" the launch config's (`accelerate launch`),
+    else bf16 on a CUDA GPU that has it (the models trained under autocast), else none."""
+    if requested != "auto":
+        return requested
+    bf16 = not use_cpu() and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return os.environ.get("ACCELERATE_MIXED_PRECISION") or ("bf16" if bf16 else "no")
+
+
+def make_accelerator(precision: str = "auto") -> Accelerator:
+    """Accelerator for inference: process count from the launch config, precision `inference_precision`.
 
     `cpu=use_cpu()`: without it a multi-process launch on a machine with no accelerator comes up
     as N independent single processes, each predicting everything (see `maskds.core.distributed`).
     """
-    return Accelerator(cpu=use_cpu())
+    return Accelerator(cpu=use_cpu(), mixed_precision=inference_precision(precision))
 
 
 def view_params(resolved: dict, where: str | Path) -> ViewParams:
@@ -72,8 +82,9 @@ def build_transform(view: ViewParams):
     return eval_transform(list(view.image_size))
 
 
-def load_member(run: int, fold: int, path: Path, device: torch.device) -> Member:
-    """Rebuild a fold's model from its checkpoint metadata and load the (EMA) weights."""
+def load_member(run: int, fold: int, path: Path, device: torch.device, compile: bool = False) -> Member:
+    """Rebuild a fold's model from its checkpoint metadata and load the (EMA) weights; on CUDA in
+    channels_last (faster convolutions under bf16); `compile`: wrapped in `torch.compile`."""
     best = read_best(path)
     view = view_params(best.resolved, path)
     name, spec = best.resolved.get("model"), head_spec(best.resolved, path)
@@ -87,7 +98,9 @@ def load_member(run: int, fold: int, path: Path, device: torch.device) -> Member
         raise UserError(f"checkpoint {path}: its weights do not fit model {name!r} ({spec.head}/{spec.age_head}): "
                         f"{str(err).splitlines()[0]}") from None
     model.to(device).eval()
-    return Member(run, fold, path, spec, view, model)
+    if device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    return Member(run, fold, path, spec, view, torch.compile(model) if compile else model)
 
 
 def check_heads(members: list[Member]) -> None:

@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..core.errors import UserError
 from ..core.images import cached_pixels
 from ..core.probabilities import KEYS, WIDTHS, Probs
+from ..training.datasets import single_threaded_opencv
 from .models import Member, build_transform
 from .tta import forward_views
 from .voting import combine_folds
@@ -60,13 +61,22 @@ def _progress(accelerator, total: int):
     return bar, bar.add_task(f"predicting on {accelerator.num_processes} process(es)", total=total)
 
 
+def to_model_input(x: torch.Tensor, device: torch.device, batch_size: int, pad: bool) -> torch.Tensor:
+    """A loader batch on the device (channels_last on CUDA); `pad`: zero images appended up to
+    batch_size, so a compiled model sees one shape (their outputs are cut off)."""
+    x = x.to(device, non_blocking=True)
+    if pad and len(x) < batch_size:
+        x = torch.cat([x, x.new_zeros((batch_size - len(x), *x.shape[1:]))])
+    return x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else x
+
+
 @torch.inference_mode()
 def predict_shard(members: list[Member], paths: list[Path], accelerator, batch_size: int,
-                  num_workers: int, views: int) -> tuple[np.ndarray, list[Probs], list[str]]:
+                  num_workers: int, views: int, pad: bool = False) -> tuple[np.ndarray, list[Probs], list[str]]:
     """This process's images: (their indices, per member the probabilities averaged over views, problems)."""
     batches = shard_batches(len(paths), batch_size, accelerator.process_index, accelerator.num_processes)
     caches = sorted({m.view.cache_size for m in members})
-    rows: list[list[Probs]] = [[] for _ in members]
+    rows: list[list[dict[str, torch.Tensor]]] = [[] for _ in members]
     order: list[np.ndarray] = []
     problems: list[str] = []
     bar, task = _progress(accelerator, sum(map(len, batches)) * len(caches))
@@ -76,26 +86,28 @@ def predict_shard(members: list[Member], paths: list[Path], accelerator, batch_s
             views_here = list(dict.fromkeys(members[i].view for i in group))
             ds = EvalImages(paths, cache_size, [build_transform(v) for v in views_here])
             loader = DataLoader(ds, batch_sampler=batches, num_workers=num_workers,
-                                pin_memory=accelerator.device.type == "cuda")
+                                worker_init_fn=single_threaded_opencv, pin_memory=accelerator.device.type == "cuda")
             for idx, xs, failed in loader:
                 problems += [p for p in failed if p]
                 if cache_size == caches[0]:  # the batch order is the same for every cache size
                     order.append(idx.numpy())
                 for vp, x in zip(views_here, xs):
-                    x = x.to(accelerator.device)
+                    x = to_model_input(x, accelerator.device, batch_size, pad)
                     for i in (i for i in group if members[i].view == vp):
                         m = members[i]
-                        rows[i].append(forward_views(m.model, x, m.spec, views, accelerator.autocast))
+                        probs = forward_views(m.model, x, m.spec, views, accelerator.autocast)
+                        rows[i].append({k: v[:len(idx)] for k, v in probs.items()})
                 bar.advance(task, len(idx))
     empty = {k: np.zeros((0, WIDTHS[k]), np.float32) for k in KEYS}
-    stacked = [{k: np.concatenate([r[k] for r in rs]) for k in KEYS} if rs else empty for rs in rows]
+    stacked = [{k: torch.cat([r[k] for r in rs]).cpu().numpy() for k in KEYS} if rs else empty for rs in rows]
     return (np.concatenate(order) if order else np.zeros(0, np.int64)), stacked, problems
 
 
 def predict_runs(members: list[Member], paths: list[Path], accelerator, batch_size: int,
-                 num_workers: int, views: int) -> dict[int, Probs]:
-    """Every run's probabilities for all images (rows in `paths` order), gathered from every process."""
-    idx, probs, problems = predict_shard(members, paths, accelerator, batch_size, num_workers, views)
+                 num_workers: int, views: int, pad: bool = False) -> dict[int, Probs]:
+    """Every run's probabilities for all images (rows in `paths` order), gathered from every process.
+    `pad`: every batch has batch_size images (for compiled models)."""
+    idx, probs, problems = predict_shard(members, paths, accelerator, batch_size, num_workers, views, pad)
     shards = gather_object([(idx, probs, problems)])  # one (indices, probabilities, problems) per process
     problems = sorted({p for s in shards for p in s[2]})
     if problems:  # raised on every process alike, after the gather
