@@ -1,19 +1,40 @@
 #!/usr/bin/env bash
-# GPU benchmarks for the lent device machine (not run by tests): the training step and inference
-# with mixed precision and channels_last, and whether the data loader keeps up with the model
-# (loader images/s with 16 workers vs the training step's images/s), at the competition recipe's
-# model and size. Usage, from the repo root with the .venv installed:  bash bench/gpu.sh
+# GPU benchmarks for the lent device machine (not run by tests), every number of issue 11's bar:
+#   1. the training step vs a bare timm loop (overhead), lite0 and b3, bf16 + channels_last, eager and compiled;
+#   2. train.py end to end on a real cache (CACHE=...) vs the bare step, lite0 and b3 at the recipe's batch;
+#   3. the submission job: 12,600 images x 5 folds x hflip with b3 at 384x288;
+#   4. the CPU loader with 16 workers (what feeds the GPU when the images are not held on it).
+# Usage, from the repo root:  CACHE=cache_384x288 DATA=/path/to/raw bash bench/gpu.sh [step|e2e|infer|loader ...]
+# (no argument: all four). DATA holds eval/ for step 3 (default: synthetic data).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
-MODEL=${MODEL:-$(sed -n 's/^model: *\([^ #]*\).*/\1/p' configs/competition.yaml)}
-H=${H:-384}; W=${W:-288}; BATCH=${BATCH:-64}
+H=${H:-384}; W=${W:-288}
+BATCH=${BATCH:-$(sed -n 's/^batch_size: *\([0-9]*\).*/\1/p' configs/competition.yaml)}
+STEPS=${*:-step e2e infer loader}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-echo "== training step: $MODEL ${H}x${W} batch $BATCH bf16 channels_last"
-$PY bench/train_step.py --device cuda --precision bf16 --channels-last --model "$MODEL" --size $H $W --batch $BATCH --steps 30 --repeats 2
-echo "== training step, fp32 for reference"
-$PY bench/train_step.py --device cuda --precision no --model "$MODEL" --size $H $W --batch $BATCH --steps 20 --repeats 1
-echo "== inference: infer.py vs a bare eval loop, both bf16"
-$PY bench/infer.py --precision bf16 --model "$MODEL" --size $H $W --persons 400 --batch 128 --workers 16
-echo "== loader with 16 workers at the competition size (compare with the training step's images/s above)"
-$PY bench/loader.py --config configs/competition.yaml --persons 400 --cache-size $H $W --workers 16 --images 4000
+
+for what in $STEPS; do case $what in
+step)
+  for spec in "tf_efficientnet_lite0 32" "tf_efficientnet_lite0 $BATCH" "tf_efficientnet_b3 $BATCH"; do
+    set -- $spec
+    echo "== training step: $1 ${H}x${W} batch $2 bf16 channels_last (eager, then compiled)"
+    $PY bench/train_step.py --device cuda --precision bf16 --channels-last --model "$1" --size $H $W --batch "$2" --steps 40 --repeats 2
+    $PY bench/train_step.py --device cuda --precision bf16 --channels-last --compile --model "$1" --size $H $W --batch "$2" --steps 40 --repeats 2
+  done ;;
+e2e)
+  : "${CACHE:?set CACHE to an arrow cache built at ${H}x${W} (maskds build DATA CACHE --size $H $W --folds 5)}"
+  for model in tf_efficientnet_lite0 tf_efficientnet_b3; do
+    echo "== train.py end to end: $model, configs/competition.yaml, batch $BATCH"
+    $PY bench/train_e2e.py --cache "$CACHE" --model $model --batch "$BATCH" --epochs ${EPOCHS:-3}
+  done ;;
+infer)
+  DATA_ARG=${DATA:+--data $DATA}
+  echo "== submission job: infer.py, tf_efficientnet_b3 ${H}x${W}, 12,600 images x 5 folds x hflip, bf16"
+  $PY bench/infer.py --ours-only --model tf_efficientnet_b3 --size $H $W --cache-size $H $W $DATA_ARG --persons 400 \
+      --folds 5 --tta hflip --images 12600 --batch 256 --workers 16 --precision bf16 --repeats 1 ${COMPILE:+--compile} ;;
+loader)
+  echo "== CPU loader with 16 workers at ${H}x${W} (the path without images_on_device)"
+  $PY bench/loader.py --config configs/competition.yaml --persons 400 --cache-size $H $W --workers 16 --images 4000 ;;
+*) echo "unknown step $what (step, e2e, infer, loader)"; exit 2 ;;
+esac; done

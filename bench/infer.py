@@ -3,6 +3,10 @@ process sharding) against a bare eval loop (PIL open, resize, to tensor, forward
 on the same model, batch size, worker count and input size, no TTA. Side by side, best of --repeats.
 
     python bench/infer.py [--model tf_efficientnet_lite0] [--size 192 144] [--cache-size 192 144] [--json]
+
+The submission job: `--folds 5 --tta hflip --images 12600 --ours-only` times infer.py's prediction
+of the competition's eval set with every fold and TTA view (images repeat the eval folder's files
+up to --images; each is decoded and predicted anew), in the precision infer.py picks (`--precision`).
 """
 from __future__ import annotations
 
@@ -31,23 +35,28 @@ from common import command, machine, synthetic_data  # noqa: E402
 from loader import BaselineImages  # noqa: E402
 
 
-def fake_run(model_name: str, size, cache_size) -> tuple[Path, dict]:
-    """A one-fold run folder with an untrained model's checkpoint (speed does not depend on weights)."""
+def fake_run(model_name: str, size, cache_size, folds: int = 1) -> tuple[Path, dict]:
+    """A run folder with `folds` untrained checkpoints (speed does not depend on the weights)."""
     run = Path(tempfile.mkdtemp(prefix="maskds-infer-bench-")) / "run"
-    (run / "fold0").mkdir(parents=True)
     cfg = TrainConfig(model=model_name, pretrained="none", image_size=list(size))
-    model = create_model(model_name, "multihead")
-    resolved = resolved_metadata(cfg, model, list(cache_size))
-    save_best(run / "fold0" / "best.safetensors", model.state_dict(), cfg, resolved, {"fold": 0, "epoch": 0, "metrics": {}})
+    for k in range(folds):
+        (run / f"fold{k}").mkdir(parents=True)
+        model = create_model(model_name, "multihead")
+        resolved = resolved_metadata(cfg, model, list(cache_size))
+        save_best(run / f"fold{k}" / "best.safetensors", model.state_dict(), cfg, resolved,
+                  {"fold": k, "epoch": 0, "metrics": {}})
     return run, resolved
 
 
-def ours(run: Path, paths, batch: int, workers: int) -> float:
-    acc = make_accelerator()
-    members = [load_member(0, 0, run / "fold0" / "best.safetensors", acc.device)]
+def ours(run: Path, paths, batch: int, workers: int, folds: int = 1, views: int = 1, precision: str = "auto",
+         compile: bool = False) -> tuple[float, float]:
+    """(images/s, seconds) of infer.py's prediction: load every fold, then predict (compiling included)."""
+    acc = make_accelerator(precision)
     start = time.perf_counter()
-    predict_runs(members, paths, acc, batch, workers, views=1)
-    return len(paths) / (time.perf_counter() - start)
+    members = [load_member(0, k, run / f"fold{k}" / "best.safetensors", acc.device, compile) for k in range(folds)]
+    predict_runs(members, paths, acc, batch, workers, views=views, pad=compile)
+    seconds = time.perf_counter() - start
+    return len(paths) / seconds, seconds
 
 
 @torch.inference_mode()
@@ -76,18 +85,27 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--precision", default="no", choices=["no", "bf16", "fp16"],
                    help="mixed precision of both sides (infer.py takes it from accelerate)")
+    p.add_argument("--folds", type=int, default=1, help="fold checkpoints infer.py soft-votes (--ours-only)")
+    p.add_argument("--tta", choices=["none", "hflip"], default="none", help="infer.py's TTA (--ours-only)")
+    p.add_argument("--images", type=int, default=0, help="predict this many images, repeating the eval files")
+    p.add_argument("--compile", action="store_true", help="infer.py --compile (--ours-only)")
+    p.add_argument("--ours-only", action="store_true", help="time infer.py's prediction alone, with all folds")
     p.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
     os.environ["ACCELERATE_MIXED_PRECISION"] = a.precision
     data = a.data or synthetic_data(a.persons)
     info = pd.read_csv(data / "eval" / "info.csv", dtype=str)
     paths = [data / "eval" / "images" / i for i in info["ImageID"]]
+    if a.images:
+        paths = [paths[i % len(paths)] for i in range(a.images)]
+    if a.ours_only:
+        return submission_job(a, paths)
     run, resolved = fake_run(a.model, a.size, a.cache_size or a.size)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     best = {"ours": 0.0, "bare": 0.0}
     for _ in range(a.repeats):
         best["bare"] = max(best["bare"], bare(a.model, resolved, paths, a.batch, a.workers, device, a.precision))
-        best["ours"] = max(best["ours"], ours(run, paths, a.batch, a.workers))
+        best["ours"] = max(best["ours"], ours(run, paths, a.batch, a.workers, precision=a.precision)[0])
     result = {"ours_img_s": round(best["ours"], 1), "bare_img_s": round(best["bare"], 1),
               "ratio": round(best["ours"] / best["bare"], 2)}
     if a.json:
@@ -97,6 +115,26 @@ def main(argv=None) -> int:
     print(f"{a.model} at {a.size[0]}x{a.size[1]}, {len(paths)} eval images, batch {a.batch}, "
           f"workers {a.workers}, {device}, precision {a.precision}, no TTA, best of {a.repeats}")
     print(f"infer.py: {result['ours_img_s']} img/s; bare loop: {result['bare_img_s']} img/s; ratio {result['ratio']}")
+    return 0
+
+
+def submission_job(a, paths) -> int:
+    """infer.py's prediction of `paths` with --folds folds and --tta views, compiling included."""
+    views = 2 if a.tta == "hflip" else 1
+    run, _ = fake_run(a.model, a.size, a.cache_size or a.size, a.folds)
+    ips, seconds = 0.0, float("inf")
+    for _ in range(a.repeats):
+        r = ours(run, paths, a.batch, a.workers, a.folds, views, a.precision, a.compile)
+        ips, seconds = max(ips, r[0]), min(seconds, r[1])
+    result = {"seconds": round(seconds, 2), "images_per_s": round(ips, 1),
+              "model_images_per_s": round(ips * a.folds * views, 1)}
+    if a.json:
+        print(json.dumps(result))
+        return 0
+    print(f"command: {command()}\nmachine: {machine()}")
+    print(f"infer.py: {len(paths)} images x {a.folds} fold(s) x {views} view(s), {a.model} at {a.size[0]}x{a.size[1]}, "
+          f"batch {a.batch}, workers {a.workers}, precision {a.precision}, compile {a.compile}, best of {a.repeats}")
+    print(f"{result['seconds']} s ({result['images_per_s']} images/s, {result['model_images_per_s']} forward images/s)")
     return 0
 
 

@@ -4,7 +4,11 @@ model, batch, input size and precision. Both read the same in-memory batches, so
 not measured here (bench/loader.py does that). Measured side by side, alternating, best of --repeats.
 
     python bench/train_step.py [--model tf_efficientnet_lite0] [--size 192 144] [--batch 32] [--steps 8]
-    (GPU: add --device cuda --precision bf16 --channels-last)
+    (GPU: add --device cuda --precision bf16 --channels-last [--compile])
+
+Both sides use the same optimizer kernel (torch's fused AdamW on CUDA) and, with --compile, a
+compiled model: the overhead measured is what train.py adds (accelerate, EMA, clipping, schedule,
+the loss, progress), not a choice the bare loop could make too.
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ from maskds.training.config import TrainConfig  # noqa: E402
 from maskds.training.engine import StepOptions, train_one_epoch  # noqa: E402
 from maskds.training.losses import MaskLoss  # noqa: E402
 from maskds.training.model import create_model  # noqa: E402
+from maskds.training.setup import build_model, optimizer_kernels  # noqa: E402
 from maskds.training.schedule import build_schedule  # noqa: E402
 from maskds.training.state import FoldState, RunProgress  # noqa: E402
 
@@ -45,23 +50,21 @@ def ours(a, data) -> float:
     """maskds: Accelerator + prepare + train_one_epoch (EMA, timm scheduler, clipping, MaskLoss)."""
     from accelerate import Accelerator
     from timm.optim import create_optimizer_v2
-    from timm.utils import ModelEmaV3
 
     acc = Accelerator(cpu=a.device == "cpu", mixed_precision=a.precision)
-    cfg = TrainConfig(epochs=1, lr=1e-3)
-    model = create_model(a.model, "multihead", drop_rate=0.2)
-    if a.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    model = model.to(acc.device)
-    ema = ModelEmaV3(model, decay=0.999, dtype=torch.float32)
-    opt = create_optimizer_v2(model, opt="adamw", lr=cfg.lr, weight_decay=cfg.weight_decay)
+    cfg = TrainConfig(epochs=1, lr=1e-3, model=a.model, pretrained="none", channels_last=a.channels_last,
+                      compile=a.compile)
+    model, ema = build_model(cfg, acc.device)  # as train.py builds them: channels_last, the EMA
+    opt = create_optimizer_v2(model, opt="adamw", lr=cfg.lr, weight_decay=cfg.weight_decay,
+                              **optimizer_kernels("adamw", acc.device))
     model, opt = acc.prepare(model, opt)
     schedule = build_schedule(opt, cfg.epochs, cfg.warmup_epochs, cfg.lr, cfg.min_lr, len(data), 1)
-    state = FoldState(model, ema, opt, schedule, RunProgress())
+    state = FoldState(model, ema, opt, schedule, RunProgress(),
+                      step_model=torch.compile(model) if a.compile else None)
     loss_fn = MaskLoss("multihead", "ce", 0.1)
     dev = [(x.to(acc.device), y.to(acc.device)) for x, y in data]
     options = StepOptions(grad_clip=1.0, channels_last=a.channels_last)
-    train_one_epoch(acc, state, loss_fn, dev[:2], options)
+    train_one_epoch(acc, state, loss_fn, dev[:3], options)
     sync(a.device)
     start = time.perf_counter()
     train_one_epoch(acc, state, loss_fn, dev, options)
@@ -75,7 +78,9 @@ def bare(a, data) -> float:
     if a.channels_last:
         model = model.to(memory_format=torch.channels_last)
     model = model.to(a.device).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05,
+                            **optimizer_kernels("adamw", torch.device(a.device)))
+    forward = torch.compile(model) if a.compile else model
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(a.precision)
     scaler = torch.amp.GradScaler(enabled=a.precision == "fp16")
     mf = torch.channels_last if a.channels_last else torch.contiguous_format
@@ -83,14 +88,14 @@ def bare(a, data) -> float:
 
     def step(x, y):
         with torch.autocast(a.device, dtype=dtype or torch.float32, enabled=dtype is not None):
-            out = model(x)
+            out = forward(x)
             loss = F.cross_entropy(out[:, :3], y // 6) + F.cross_entropy(out[:, 3:5], (y // 3) % 2) + F.cross_entropy(out[:, 5:], y % 3)
         scaler.scale(loss).backward()
         scaler.step(opt)
         scaler.update()
         opt.zero_grad(set_to_none=True)
 
-    for x, y in dev[:2]:
+    for x, y in dev[:3]:
         step(x, y)
     sync(a.device)
     start = time.perf_counter()
@@ -110,6 +115,7 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
     p.add_argument("--precision", default="no", choices=["no", "bf16", "fp16"])
     p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model on both sides")
     p.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
     data = batches(a.steps, a.batch, a.size)
@@ -125,7 +131,7 @@ def main(argv=None) -> int:
         return 0
     print(f"command: {command()}\nmachine: {machine()}")
     print(f"{a.model} {a.size[0]}x{a.size[1]}, batch {a.batch}, {a.device}, precision {a.precision}, "
-          f"channels_last {a.channels_last}, {a.steps} steps, best of {a.repeats}")
+          f"channels_last {a.channels_last}, compile {a.compile}, {a.steps} steps, best of {a.repeats}")
     print(f"train.py loop: {result['ours_img_s']} img/s; bare loop: {result['bare_img_s']} img/s; "
           f"overhead {result['overhead_pct']}%")
     return 0
