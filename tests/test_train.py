@@ -216,3 +216,20 @@ def test_a_state_from_the_older_layout_is_refused_by_name(tmp_path):
         (tmp_path / f"custom_checkpoint_{i}.pkl").write_bytes(b"")
     with pytest.raises(UserError, match=f"{tmp_path}.*older maskds"):
         check_state_layout(tmp_path)
+
+
+@pytest.mark.slow
+def test_a_compiled_run_saves_plain_weights_and_resumes_uncompiled(tiny_cache, tmp_path):
+    """compile=true: the training step runs torch.compile'd; checkpoints and state hold the plain module."""
+    common = [*DEMO, f"cache={tiny_cache}", f"output_dir={tmp_path}", "name=c", "folds=[0]", "epochs=2",
+              "batch_size=16", *TINY]
+    r = launch([*common, "compile=true", "stop_after_epochs=1"], None, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    fold_dir = tmp_path / "c" / "fold0"
+    best = read_best(fold_dir / "best.safetensors")
+    plain = create_model(best.config.model, best.config.head_spec(), pretrained="none")
+    assert set(best.state_dict) == set(plain.state_dict())  # no "_orig_mod." prefixes
+    assert set(load_file(str(fold_dir / "state" / "model.safetensors"))) == set(plain.state_dict())
+    r = launch([*common, "compile=false", "resume=auto"], None)  # compile may change on resume
+    assert r.returncode == 0 and "resumed" in r.stdout, r.stderr[-3000:]
+    assert [m["epoch"] for m in metrics_lines(fold_dir)] == [0, 1]
