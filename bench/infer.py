@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader  # noqa: E402
 from maskds.core.probabilities import probabilities  # noqa: E402
 from maskds.inference.models import load_member, make_accelerator  # noqa: E402
 from maskds.inference.predict import predict_runs  # noqa: E402
+from maskds.inference.tta import parse_tta  # noqa: E402
 from maskds.training.checkpoint import resolved_metadata, save_best  # noqa: E402
 from maskds.training.config import TrainConfig  # noqa: E402
 from maskds.training.model import create_model  # noqa: E402
@@ -48,7 +49,7 @@ def fake_run(model_name: str, size, cache_size, folds: int = 1) -> tuple[Path, d
     return run, resolved
 
 
-def ours(run: Path, paths, batch: int, workers: int, folds: int = 1, views: int = 1, precision: str = "auto",
+def ours(run: Path, paths, batch: int, workers: int, folds: int = 1, views: tuple = ("orig",), precision: str = "auto",
          compile: bool = False) -> tuple[float, float]:
     """(images/s, seconds) of infer.py's prediction: load every fold, then predict (compiling included)."""
     acc = make_accelerator(precision)
@@ -86,7 +87,7 @@ def main(argv=None) -> int:
     p.add_argument("--precision", default="no", choices=["no", "bf16", "fp16"],
                    help="mixed precision of both sides (infer.py takes it from accelerate)")
     p.add_argument("--folds", type=int, default=1, help="fold checkpoints infer.py soft-votes (--ours-only)")
-    p.add_argument("--tta", choices=["none", "hflip"], default="none", help="infer.py's TTA (--ours-only)")
+    p.add_argument("--tta", default="none", help="infer.py's TTA preset or views (--ours-only)")
     p.add_argument("--images", type=int, default=0, help="predict this many images, repeating the eval files")
     p.add_argument("--compile", action="store_true", help="infer.py --compile (--ours-only)")
     p.add_argument("--ours-only", action="store_true", help="time infer.py's prediction alone, with all folds")
@@ -120,19 +121,19 @@ def main(argv=None) -> int:
 
 def submission_job(a, paths) -> int:
     """infer.py's prediction of `paths` with --folds folds and --tta views, compiling included."""
-    views = 2 if a.tta == "hflip" else 1
+    views = parse_tta(a.tta)
     run, _ = fake_run(a.model, a.size, a.cache_size or a.size, a.folds)
     ips, seconds = 0.0, float("inf")
     for _ in range(a.repeats):
         r = ours(run, paths, a.batch, a.workers, a.folds, views, a.precision, a.compile)
         ips, seconds = max(ips, r[0]), min(seconds, r[1])
     result = {"seconds": round(seconds, 2), "images_per_s": round(ips, 1),
-              "model_images_per_s": round(ips * a.folds * views, 1)}
+              "model_images_per_s": round(ips * a.folds * len(views), 1)}
     if a.json:
         print(json.dumps(result))
         return 0
     print(f"command: {command()}\nmachine: {machine()}")
-    print(f"infer.py: {len(paths)} images x {a.folds} fold(s) x {views} view(s), {a.model} at {a.size[0]}x{a.size[1]}, "
+    print(f"infer.py: {len(paths)} images x {a.folds} fold(s) x {len(views)} view(s), {a.model} at {a.size[0]}x{a.size[1]}, "
           f"batch {a.batch}, workers {a.workers}, precision {a.precision}, compile {a.compile}, best of {a.repeats}")
     print(f"{result['seconds']} s ({result['images_per_s']} images/s, {result['model_images_per_s']} forward images/s)")
     return 0

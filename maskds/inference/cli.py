@@ -16,7 +16,7 @@ from ..evaluation.decision import DECISION_FILE, load_decision
 from .inputs import find_checkpoints, read_info
 from .models import check_heads, load_member, make_accelerator
 from .predict import predict_runs
-from .tta import TTA_VIEWS
+from .tta import TTA_PRESETS, VIEWS, parse_tta
 from .voting import answers, combine_runs, read_probs, write_atomic
 
 
@@ -41,8 +41,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, required=True, metavar="CSV", help="submission file to write")
     p.add_argument("--probs", type=Path, default=None, metavar="CSV",
                    help="probabilities file to write (default: OUT with suffix .probs.csv)")
-    p.add_argument("--tta", choices=sorted(TTA_VIEWS), default="none",
-                   help="test-time augmentation: none, or hflip (original + mirrored, averaged)")
+    presets = ", ".join(f"{name}={'+'.join(views)}" for name, views in TTA_PRESETS.items())
+    p.add_argument("--tta", default="none", metavar="VIEWS",
+                   help=f"test-time augmentation, averaged: a preset ({presets}) or comma-separated views "
+                   f"of {', '.join(VIEWS)} (zoom/shrink: 1.1x / 0.9x about the centre)")
     p.add_argument("--folds", type=int, nargs="+", default=None, metavar="K",
                    help="only these folds of each run (default: every fold<k> found)")
     p.add_argument("--decision", type=Path, default=None, metavar="JSON",
@@ -66,6 +68,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def check_args(a: argparse.Namespace) -> Path:
     """Checks that need no files read; returns the probabilities file's path."""
+    parse_tta(a.tta)
     if a.weights is not None:
         if len(a.weights) != len(a.run):
             raise UserError(f"--weights: {len(a.weights)} weight(s) for {len(a.run)} --run(s); give one per run")
@@ -107,7 +110,7 @@ def run_inference(args: argparse.Namespace, probs_path: Path) -> int:
     check_heads(members)
     weights, decision = choose_decision(args, members)
 
-    views = TTA_VIEWS[args.tta]
+    views = parse_tta(args.tta)
     start = time.perf_counter()
     predicted = (predict_runs(members, paths, accelerator, batch_size, workers, views, pad=args.compile)
                  if members else {})
@@ -118,7 +121,7 @@ def run_inference(args: argparse.Namespace, probs_path: Path) -> int:
         if decision is not None:
             print(f"applied the tuned decision {decision} (class weights; --no-tuned-decision for plain argmax)")
         if members:
-            print(f"{len(ids)} images x {len(members)} model(s) x {views} TTA view(s) in {seconds:.1f}s: "
+            print(f"{len(ids)} images x {len(members)} model(s) x {len(views)} TTA view(s) in {seconds:.1f}s: "
                   f"{len(ids) / max(seconds, 1e-9):.1f} images/s on {accelerator.num_processes} process(es)")
         print(f"wrote {args.out} and {probs_path}")
     accelerator.wait_for_everyone()

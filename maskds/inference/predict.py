@@ -72,7 +72,8 @@ def to_model_input(x: torch.Tensor, device: torch.device, batch_size: int, pad: 
 
 @torch.inference_mode()
 def predict_shard(members: list[Member], paths: list[Path], accelerator, batch_size: int,
-                  num_workers: int, views: int, pad: bool = False) -> tuple[np.ndarray, list[Probs], list[str]]:
+                  num_workers: int, views: tuple[str, ...], pad: bool = False
+                  ) -> tuple[np.ndarray, list[Probs], list[str]]:
     """This process's images: (their indices, per member the probabilities averaged over views, problems)."""
     batches = shard_batches(len(paths), batch_size, accelerator.process_index, accelerator.num_processes)
     caches = sorted({m.view.cache_size for m in members})
@@ -104,7 +105,7 @@ def predict_shard(members: list[Member], paths: list[Path], accelerator, batch_s
 
 
 def predict_runs(members: list[Member], paths: list[Path], accelerator, batch_size: int,
-                 num_workers: int, views: int, pad: bool = False) -> dict[int, Probs]:
+                 num_workers: int, views: tuple[str, ...], pad: bool = False) -> dict[int, Probs]:
     """Every run's probabilities for all images (rows in `paths` order), gathered from every process.
     `pad`: every batch has batch_size images (for compiled models)."""
     idx, probs, problems = predict_shard(members, paths, accelerator, batch_size, num_workers, views, pad)
