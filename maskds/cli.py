@@ -1,4 +1,4 @@
-"""`maskds` command line: synth, build, eda, score, oof. Each subcommand is a thin call into its module."""
+"""`maskds` command line: synth, build, eda, score, oof, tune. Each subcommand is a thin call into its module."""
 from __future__ import annotations
 
 import argparse
@@ -48,6 +48,22 @@ def _oof(a: argparse.Namespace) -> int:
     return 0
 
 
+def _tune(a: argparse.Namespace) -> int:
+    import signal
+
+    from .tuning.space import load_space
+    from .tuning.tune import tune
+
+    space = load_space(a.space)
+
+    def _interrupted(signum, frame):  # a scheduler's SIGTERM: stop like Ctrl-C, the running trial marked failed
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _interrupted)
+    tune(a.config, a.overrides, space, a.trials, a.study, a.storage, a.runs_dir, a.launch, a.out)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="maskds",
@@ -55,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Train with `accelerate launch train.py`, predict with `python infer.py`.",
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_synth, _add_build, _add_eda, _add_score, _add_oof):
+    for add in (_add_synth, _add_build, _add_eda, _add_score, _add_oof, _add_tune):
         add(sub)
     return p
 
@@ -129,6 +145,29 @@ def _add_oof(sub) -> None:
                    "RUN/decision.json, which infer.py then applies (prints the score before and after): one "
                    "weight per class (class, the default: 18 numbers) or per head value (head: 8)")
     o.set_defaults(func=_oof)
+
+
+def _add_tune(sub) -> None:
+    t = sub.add_parser("tune", help="search train-config values with Optuna, each trial a real training run",
+                       description="Optuna study over the keys of --space, each trial `train.py --config CONFIG "
+                       "OVERRIDES <its values>` on the folds the config names, pruned on each epoch's EMA "
+                       "validation macro F1 and scored by its out-of-fold macro F1. Run the same command again to "
+                       "resume; run it on several machines with one --storage to share the study. Prints the best "
+                       "trial's values as key=value and writes them as a config file.",
+                       epilog="space YAML: `lr: {low: 1.0e-4, high: 3.0e-3, log: true}` (float or int keys), "
+                       "`augment: [light, medium]` (choices, any key). Storage: sqlite:///tune.db (one machine), "
+                       "postgresql://... or journal:/shared/tune.log (several).")
+    t.add_argument("--config", default=None, help="base train config YAML (e.g. configs/demo.yaml)")
+    t.add_argument("--space", type=Path, required=True, help="search space YAML")
+    t.add_argument("--trials", type=int, required=True, help="finished (complete or pruned) trials the study needs")
+    t.add_argument("--study", required=True, help="study name (also names the trials' run folders)")
+    t.add_argument("--storage", required=True, help="sqlite:///tune.db, another RDB URL, or journal:PATH")
+    t.add_argument("--runs-dir", type=Path, default=None, help="where trial runs go (default tune_runs/STUDY)")
+    t.add_argument("--launch", default=None, metavar="ACCELERATE_CONFIG",
+                   help="run each trial under `accelerate launch --config_file` this (default: plain python)")
+    t.add_argument("--out", type=Path, default=Path("best.yaml"), help="best config file to write (default best.yaml)")
+    t.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="train-config overrides every trial shares")
+    t.set_defaults(func=_tune)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,1 @@
+"""`maskds tune`: hyperparameter search with Optuna over real training runs."""

@@ -1,0 +1,98 @@
+"""`maskds tune`: space checks, a study of real (tiny) training runs, kill + resume, two processes sharing one study."""
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from maskds.cli import main
+
+from train_helpers import ROOT, env
+
+TINY = ["folds=[0]", "epochs=1", "model=test_efficientnet", "pretrained=none", "image_size=[64,48]",
+        "num_workers=0", "batch_size=16"]
+SPACE = "lr: {low: 1e-4, high: 3e-3, log: true}\naugment: [light, medium]\n"
+
+
+def tune_args(tmp_path, cache, study="s", trials=2, space=SPACE) -> list[str]:
+    (tmp_path / "space.yaml").write_text(space)
+    return ["tune", "--config", str(ROOT / "configs/demo.yaml"), "--space", str(tmp_path / "space.yaml"),
+            "--trials", str(trials), "--study", study, "--storage", f"sqlite:///{tmp_path / 'tune.db'}",
+            "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "best.yaml"), f"cache={cache}", *TINY]
+
+
+def run_tune(args: list[str], **kwargs):
+    return subprocess.Popen([sys.executable, "-m", "maskds.cli", *args], cwd=ROOT, env=env(), text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kwargs)
+
+
+def load(tmp_path, study="s"):
+    import optuna
+
+    return optuna.load_study(study_name=study, storage=f"sqlite:///{tmp_path / 'tune.db'}")
+
+
+@pytest.mark.parametrize("space, named", [
+    ("lerning_rate: {low: 1e-4, high: 1e-3}\n", "'lerning_rate' is not a train config key"),
+    ("lr: {low: 1e-3, high: 1e-4}\n", "lr: the range [0.001, 0.0001] is empty"),
+    ("augment: [light, wild]\n", "augment='wild' is not a valid value"),
+    ("epochs: {low: 1, high: 2.5}\n", "epochs is an integer key"),
+    ("name: [a, b]\n", "'name' is not a train config key a trial may choose"),
+    ("lr: []\n", "lr: give a non-empty list"),
+])
+def test_a_bad_space_is_refused_naming_the_key_before_any_study_exists(tmp_path, tiny_cache, capsys, space, named):
+    assert main(tune_args(tmp_path, tiny_cache, space=space)) == 2
+    assert named in capsys.readouterr().err
+    assert not (tmp_path / "tune.db").exists() and not (tmp_path / "runs").exists()
+
+
+def test_a_space_key_also_fixed_by_an_override_is_refused(tmp_path, tiny_cache, capsys):
+    assert main([*tune_args(tmp_path, tiny_cache), "lr=1e-3"]) == 2
+    assert "lr: both fixed by an override and searched" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_killed_study_resumes_and_finishes_with_the_killed_trial_failed(tmp_path, tiny_cache):
+    from optuna.trial import TrialState
+
+    args = tune_args(tmp_path, tiny_cache, trials=2)
+    proc = run_tune(args)
+    deadline = time.time() + 120
+    while not (tmp_path / "runs" / "s-trial0" / "fold0").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)  # a scheduler preempting the job mid-trial
+    out = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 130, out[-2000:]
+    assert [t.state for t in load(tmp_path).trials] == [TrialState.FAIL]
+    resumed = run_tune(args)
+    out = resumed.communicate(timeout=300)[0]
+    assert resumed.returncode == 0, out[-3000:]
+    states = [t.state for t in load(tmp_path).trials]
+    assert states == [TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
+    best = load(tmp_path).best_trial
+    assert f"lr={best.params['lr']}" in out and f"augment={best.params['augment']}" in out
+    text = (tmp_path / "best.yaml").read_text()
+    assert f"augment: {best.params['augment']}" in text and "epochs: 1" in text
+    again = run_tune(args)  # the study is finished: nothing more runs, the best is written again
+    out = again.communicate(timeout=120)[0]
+    assert again.returncode == 0 and "trial 3:" not in out and "wrote" in out
+    assert len(load(tmp_path).trials) == 3
+
+
+@pytest.mark.slow
+def test_two_processes_on_one_storage_share_the_study(tmp_path, tiny_cache):
+    from optuna.trial import TrialState
+
+    args = tune_args(tmp_path, tiny_cache, trials=4)
+    first = run_tune(args)
+    time.sleep(3)  # the first creates the study; the second joins it
+    second = run_tune(args)
+    outs = [p.communicate(timeout=400)[0] for p in (first, second)]
+    assert [first.returncode, second.returncode] == [0, 0], outs[0][-2000:] + outs[1][-2000:]
+    trials = load(tmp_path).trials
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(complete) >= 4 and len({t.number for t in trials}) == len(trials)
+    assert len({t.user_attrs["worker"] for t in complete}) == 2  # both processes ran trials of the one study
