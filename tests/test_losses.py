@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from maskds.core import labels
-from maskds.core.probabilities import SLICES
+from maskds.core.probabilities import SLICES, HeadSpec
 from maskds.training.losses import MaskLoss, head_targets, smoothed_focal_ce
 
 
@@ -92,3 +92,34 @@ def test_a_recorded_60_means_60_or_older_so_the_top_band_is_learnt_whole(age_hea
     spec = HeadSpec("multihead", age_head)
     bands = probabilities(_fit_logits(spec, torch.tensor([[2, 60], [0, 25]])), spec)["age"]
     assert bands[0, 2] > 0.8 and bands[1, 0] > 0.8
+
+
+def test_soft_macro_f1_loss_is_one_minus_macro_f1_for_hard_predictions():
+    from sklearn.metrics import f1_score
+
+    from maskds.training.losses import soft_macro_f1_loss
+
+    target = torch.tensor([0, 0, 1, 2, 2, 2])
+    pred = torch.tensor([0, 1, 1, 2, 2, 0])
+    probs = F.one_hot(pred, 3).float()
+    expected = 1 - f1_score(target.numpy(), pred.numpy(), average="macro")
+    assert float(soft_macro_f1_loss(probs, target)) == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["soft_f1", "ce+soft_f1"])
+def test_soft_f1_kinds_train_the_18_class_probabilities_toward_the_truth(kind):
+    from maskds.training.losses import MaskLoss
+
+    torch.manual_seed(0)
+    y = torch.stack([torch.arange(18), torch.full((18,), 35)], 1)  # (class, age) for every class
+    logits = torch.zeros(18, 6, requires_grad=True)  # multihead with a regression age head
+    loss_fn = MaskLoss(HeadSpec("multihead", "regression"), kind, soft_f1_weight=2.0)
+    opt = torch.optim.SGD([logits], lr=0.5)
+    first = float(loss_fn(logits, y))
+    for _ in range(30):
+        opt.zero_grad()
+        loss_fn(logits, y).backward()
+        opt.step()
+    assert float(loss_fn(logits, y)) < first
+    if kind == "ce+soft_f1":  # the per-head part is there too: more than the soft F1 term alone
+        assert first > 2.0 * float(MaskLoss(HeadSpec("multihead", "regression"), "soft_f1")(torch.zeros(18, 6), y))

@@ -233,3 +233,14 @@ def test_a_compiled_run_saves_plain_weights_and_resumes_uncompiled(tiny_cache, t
     r = launch([*common, "compile=false", "resume=auto"], None)  # compile may change on resume
     assert r.returncode == 0 and "resumed" in r.stdout, r.stderr[-3000:]
     assert [m["epoch"] for m in metrics_lines(fold_dir)] == [0, 1]
+
+
+@pytest.mark.slow
+def test_the_soft_f1_loss_trains_end_to_end(tiny_cache, tmp_path):
+    args = [*DEMO, f"cache={tiny_cache}", f"output_dir={tmp_path}", "name=f1", "folds=[0]", "epochs=2",
+            "batch_size=16", *TINY, "loss=ce+soft_f1", "soft_f1_weight=0.5"]
+    r = launch(args, None)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    lines = metrics_lines(tmp_path / "f1" / "fold0")
+    assert len(lines) == 2 and lines[1]["train_loss"] < lines[0]["train_loss"]
+    assert read_best(tmp_path / "f1" / "fold0" / "best.safetensors").config.loss == "ce+soft_f1"

@@ -13,6 +13,7 @@ import yaml
 from ..core.atomic import atomic_path
 from ..core.errors import UserError
 from ..core.probabilities import AGE_HEADS, HEAD_TYPES, HeadSpec
+from .losses import LOSS_KINDS
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,9 @@ class TrainConfig:
     ema_warmup: bool = True                   # a plain running mean until the horizon is reached (timm warm-up,
                                               # power 1), then exponential: early weights never dominate
     # loss
-    loss: str = "ce"                          # ce | focal
+    loss: str = "ce"                          # ce | focal | soft_f1 | ce+soft_f1 | focal+soft_f1 (soft macro F1
+                                              # of the 18 classes, alone or added to the per-head loss)
+    soft_f1_weight: float = 1.0               # its weight where it is added
     label_smoothing: float = 0.1
     focal_gamma: float = 2.0
     head_weights: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])  # mask, gender, age
@@ -183,8 +186,10 @@ def _check_values(c: TrainConfig) -> None:
         problems.append(f"lr: must be > 0, got {c.lr}")
     if not 0.0 <= c.ema_decay < 1.0:
         problems.append(f"ema_decay: must be in [0, 1), got {c.ema_decay}")
-    if c.loss not in ("ce", "focal"):
-        problems.append(f"loss: must be 'ce' or 'focal', got {c.loss!r}")
+    if c.loss not in LOSS_KINDS:
+        problems.append(f"loss: must be one of {', '.join(LOSS_KINDS)}, got {c.loss!r}")
+    if c.soft_f1_weight < 0:
+        problems.append(f"soft_f1_weight: must be >= 0, got {c.soft_f1_weight}")
     if c.augment not in ("none", "light", "medium", "strong"):
         problems.append(f"augment: must be none, light, medium or strong, got {c.augment!r}")
     if not 0.0 <= c.label_smoothing < 1.0:

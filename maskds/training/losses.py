@@ -1,4 +1,5 @@
-"""Training loss: per-head (multihead, with a bands, regression or distribution age head) or 18-way, CE or focal."""
+"""Training loss: per-head (multihead, with a bands, regression or distribution age head) or 18-way, CE or
+focal, and/or a soft macro F1 over the 18 classes."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -8,8 +9,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core.labels import CENSORED_AGE
-from ..core.probabilities import AGE_CENTER, AGE_RANGE, AGE_SCALE, AGE_SIGMA, HeadSpec, as_spec
+from ..core.probabilities import AGE_CENTER, AGE_RANGE, AGE_SCALE, AGE_SIGMA, HeadSpec, as_spec, probabilities
 
+LOSS_KINDS = ("ce", "focal", "soft_f1", "ce+soft_f1", "focal+soft_f1")
 AGE_TARGET_SIGMA = 3.0  # years: the width of the distribution head's target around the true age
 
 
@@ -65,12 +67,28 @@ def age_loss(age_logits: torch.Tensor, age: torch.Tensor, spec: HeadSpec, band: 
     return -(target * F.log_softmax(age_logits.float(), dim=-1)).sum(-1).mean()
 
 
+def soft_macro_f1_loss(probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """1 - the batch's macro F1 over all classes, with probabilities in place of 0/1 predictions.
+
+    Per class c: tp = sum p_c over its images, fp = sum p_c over the others, fn = sum (1 - p_c) over
+    its images, F1 = 2tp / (2tp + fp + fn). Macro F1 weighs every class alike, as the competition does,
+    so the rare classes pull as hard as the common ones. A class with no image in the batch scores 0
+    whatever is predicted (no gradient): over batches, every class counts.
+    """
+    onehot = F.one_hot(target, probs.shape[1]).to(probs.dtype)
+    tp = (probs * onehot).sum(0)
+    fp = (probs * (1 - onehot)).sum(0)
+    fn = ((1 - probs) * onehot).sum(0)
+    return 1 - (2 * tp / (2 * tp + fp + fn + 1e-7)).mean()
+
+
 class MaskLoss(nn.Module):
     """Loss of a model's logits against targets: 18-class ids [B], or [B, 2] rows of (class id, age).
 
     multihead: weighted sum of the mask (3), gender (2) and age heads' losses, the mask and gender
     targets decoded from the class id, the age head's from the band (bands) or the age in years
-    (regression, distribution: these need the ages). single: one 18-way loss.
+    (regression, distribution: these need the ages). single: one 18-way loss. Kinds with `soft_f1`
+    add (or, alone, use) `soft_f1_weight` x `soft_macro_f1_loss` of the 18-class probabilities.
     """
 
     def __init__(
@@ -80,10 +98,13 @@ class MaskLoss(nn.Module):
         label_smoothing: float = 0.0,
         focal_gamma: float = 2.0,
         head_weights: Sequence[float] = (1.0, 1.0, 1.0),
+        soft_f1_weight: float = 1.0,
     ):
         super().__init__()
-        if kind not in ("ce", "focal"):
-            raise ValueError(f"loss kind must be 'ce' or 'focal', got {kind!r}")
+        if kind not in LOSS_KINDS:
+            raise ValueError(f"loss kind must be one of {LOSS_KINDS}, got {kind!r}")
+        self.per_head = kind != "soft_f1"
+        self.soft_f1 = float(soft_f1_weight) if kind.endswith("soft_f1") else 0.0
         self.spec = as_spec(head)
         self.smoothing = float(label_smoothing)
         self.gamma = float(focal_gamma) if kind == "focal" else 0.0
@@ -91,6 +112,13 @@ class MaskLoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         self.spec.check(logits)
+        cls = y[:, 0] if y.ndim == 2 else y
+        soft = 0.0
+        if self.soft_f1:
+            soft = self.soft_f1 * soft_macro_f1_loss(probabilities(logits, self.spec)["class"], cls)
+        return soft + self._per_head(logits, y) if self.per_head else soft
+
+    def _per_head(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         cls, age = (y[:, 0], y[:, 1]) if y.ndim == 2 else (y, None)
         if self.spec.head == "single":
             return smoothed_focal_ce(logits, cls, self.smoothing, self.gamma)
