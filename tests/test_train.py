@@ -244,3 +244,13 @@ def test_the_soft_f1_loss_trains_end_to_end(tiny_cache, tmp_path):
     lines = metrics_lines(tmp_path / "f1" / "fold0")
     assert len(lines) == 2 and lines[1]["train_loss"] < lines[0]["train_loss"]
     assert read_best(tmp_path / "f1" / "fold0" / "best.safetensors").config.loss == "ce+soft_f1"
+
+
+@pytest.mark.slow
+def test_a_step_schedule_trains_end_to_end_and_halves_the_rate_each_epoch(tiny_cache, tmp_path):
+    args = [*DEMO, f"cache={tiny_cache}", f"output_dir={tmp_path}", "name=s", "folds=[0]", "epochs=2",
+            "batch_size=16", *TINY, "scheduler=step", "decay_epochs=1", "decay_rate=0.5", "warmup_epochs=0"]
+    r = launch(args, None)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    lrs = [m["lr"] for m in metrics_lines(tmp_path / "s" / "fold0")]
+    assert lrs[1] == pytest.approx(lrs[0] / 2)

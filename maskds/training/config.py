@@ -14,6 +14,7 @@ from ..core.atomic import atomic_path
 from ..core.errors import UserError
 from ..core.probabilities import AGE_HEADS, HEAD_TYPES, HeadSpec
 from .losses import LOSS_KINDS
+from .schedule import SCHEDULERS
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,11 @@ class TrainConfig:
     min_lr: float = 1e-6
     weight_decay: float = 0.05
     optimizer: str = "adamw"                  # any timm.optim.create_optimizer_v2 name
+    scheduler: str = "cosine"                 # cosine | tanh | step | multistep | poly | wsd | rsqrt | constant
+                                              # (timm's, per optimizer update; the next three keys shape them)
+    decay_epochs: float = 0.0                 # step: decay every this many epochs; wsd/rsqrt: the decay phase
+    decay_rate: float = 0.1                   # step, multistep: lr factor at each decay; poly: the power
+    decay_milestones: list[int] = field(default_factory=list)  # multistep: epochs to decay at
     warmup_epochs: float = 1.0
     grad_clip: float = 1.0                    # 0 disables clipping
     ema_decay: float = 0.999                  # horizon 1/(1 - decay) optimizer updates (ignored if ema_epochs > 0)
@@ -188,6 +194,12 @@ def _check_values(c: TrainConfig) -> None:
         problems.append(f"ema_decay: must be in [0, 1), got {c.ema_decay}")
     if c.loss not in LOSS_KINDS:
         problems.append(f"loss: must be one of {', '.join(LOSS_KINDS)}, got {c.loss!r}")
+    if c.scheduler not in SCHEDULERS:
+        problems.append(f"scheduler: must be one of {', '.join(SCHEDULERS)}, got {c.scheduler!r}")
+    if c.scheduler == "step" and c.decay_epochs <= 0:
+        problems.append("decay_epochs: scheduler step needs decay_epochs > 0 (decay every this many epochs)")
+    if c.scheduler == "multistep" and not c.decay_milestones:
+        problems.append("decay_milestones: scheduler multistep needs the epochs to decay at, e.g. [4, 8]")
     if c.soft_f1_weight < 0:
         problems.append(f"soft_f1_weight: must be >= 0, got {c.soft_f1_weight}")
     if c.augment not in ("none", "light", "medium", "strong"):

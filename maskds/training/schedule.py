@@ -1,4 +1,5 @@
-"""The learning-rate schedule: timm's warmup + cosine over optimizer updates, on an epoch-based clock.
+"""The learning-rate schedule: timm's warmup + a timm schedule (cosine by default) over optimizer updates,
+on an epoch-based clock.
 
 The clock is `epoch x updates_per_epoch + updates this epoch`, with `updates_per_epoch` from the loader
 this run has. Nothing of it is saved: a run resumed under another process count (other updates per
@@ -10,8 +11,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from timm.scheduler import CosineLRScheduler
+from timm.scheduler import CosineLRScheduler, create_scheduler_v2
 from timm.scheduler.scheduler import Scheduler
+
+# timm's schedules that are functions of the update count (plateau is not: it follows a metric).
+SCHEDULERS = ("cosine", "tanh", "step", "multistep", "poly", "wsd", "rsqrt", "constant")
 
 
 def batches_per_epoch(loader_len: int, limit: int, accum: int) -> int:
@@ -40,11 +44,26 @@ class Schedule:
 
 
 def build_schedule(optimizer, epochs: int, warmup_epochs: float, lr: float, min_lr: float,
-                   batches: int, accum: int) -> Schedule:
-    """Warmup (from lr/100) + cosine to `min_lr` over epochs x ceil(batches per process / accumulation)."""
+                   batches: int, accum: int, name: str = "cosine", decay_epochs: float = 0.0,
+                   decay_rate: float = 0.1, decay_milestones: tuple = ()) -> Schedule:
+    """Warmup (from lr/100) + schedule `name` over epochs x ceil(batches per process / accumulation) updates.
+
+    cosine ends at `min_lr`; the others are timm's (`create_scheduler_v2`, sized in updates):
+    step (x decay_rate every decay_epochs), multistep (x decay_rate at each of decay_milestones),
+    poly (power decay_rate), tanh, wsd (warmup-stable-decay: the last decay_epochs, or that fraction if
+    < 1, decay), rsqrt, constant.
+    """
+    if name not in SCHEDULERS:
+        raise ValueError(f"scheduler must be one of {SCHEDULERS}, got {name!r}")
     per_epoch = max(math.ceil(batches / accum), 1)
     total = max(epochs * per_epoch, 1)
     warmup = min(round(warmup_epochs * per_epoch), total - 1)
-    scheduler = CosineLRScheduler(optimizer, t_initial=total, lr_min=min_lr, warmup_t=warmup,
-                                  warmup_lr_init=lr / 100, t_in_epochs=False)
+    if name == "cosine":
+        scheduler = CosineLRScheduler(optimizer, t_initial=total, lr_min=min_lr, warmup_t=warmup,
+                                      warmup_lr_init=lr / 100, t_in_epochs=False)
+    else:
+        scheduler, _ = create_scheduler_v2(
+            optimizer, sched=name, num_epochs=epochs, warmup_epochs=warmup / per_epoch, warmup_lr=lr / 100,
+            min_lr=min_lr, decay_epochs=decay_epochs or None, decay_rate=decay_rate,
+            decay_milestones=list(decay_milestones), step_on_epochs=False, updates_per_epoch=per_epoch)
     return Schedule(scheduler=scheduler, updates_per_epoch=per_epoch, total=total)

@@ -104,7 +104,8 @@ def build_fold(config: TrainConfig, accelerator, model: nn.Module, ema: FastEma,
         loaders.val = DeviceBatches(val, loaders.device_images[1], False, config.channels_last)
     loaders.batches = batches_per_epoch(len(loaders.train), config.limit_train_batches, config.grad_accum_steps)
     schedule = build_schedule(optimizer, config.epochs, config.warmup_epochs, config.lr, config.min_lr,
-                              loaders.batches, config.grad_accum_steps)
+                              loaders.batches, config.grad_accum_steps, config.scheduler, config.decay_epochs,
+                              config.decay_rate, tuple(config.decay_milestones))
     ema.decay = ema_decay_for(config, schedule.updates_per_epoch)
     # Compiled after prepare, outside it: accelerate keeps saving and unwrapping the plain (DDP) module,
     # whose parameters the compiled one shares; only the training step runs the compiled graph.
