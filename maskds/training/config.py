@@ -50,6 +50,8 @@ class TrainConfig:
     min_lr: float = 1e-6
     weight_decay: float = 0.05
     optimizer: str = "adamw"                  # any timm.optim.create_optimizer_v2 name
+    sam_rho: float = 0.0                      # >0: SAM around the optimizer, uphill step rho (0.05 is usual);
+                                              # two passes per step; not with grad_accum_steps > 1 or fp16
     scheduler: str = "cosine"                 # cosine | tanh | step | multistep | poly | wsd | rsqrt | constant
                                               # (timm's, per optimizer update; the next three keys shape them)
     decay_epochs: float = 0.0                 # step: decay every this many epochs; wsd/rsqrt: the decay phase
@@ -200,6 +202,11 @@ def _check_values(c: TrainConfig) -> None:
         problems.append("decay_epochs: scheduler step needs decay_epochs > 0 (decay every this many epochs)")
     if c.scheduler == "multistep" and not c.decay_milestones:
         problems.append("decay_milestones: scheduler multistep needs the epochs to decay at, e.g. [4, 8]")
+    if c.sam_rho < 0:
+        problems.append(f"sam_rho: must be >= 0 (0 turns SAM off), got {c.sam_rho}")
+    if c.sam_rho > 0 and c.grad_accum_steps > 1:
+        problems.append("sam_rho: SAM is not supported with gradient accumulation (its perturbation needs the "
+                        "whole step's gradient); set grad_accum_steps=1 or sam_rho=0")
     if c.soft_f1_weight < 0:
         problems.append(f"soft_f1_weight: must be >= 0, got {c.soft_f1_weight}")
     if c.augment not in ("none", "light", "medium", "strong"):

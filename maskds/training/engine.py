@@ -12,6 +12,7 @@ from torch import nn
 
 from ..core.probabilities import HeadSpec, probabilities
 from ..evaluation import metrics
+from .sam import sam_backward
 from .state import FoldState
 
 
@@ -35,7 +36,8 @@ class StepOptions:
     grad_clip: float = 0.0        # 0 disables clipping
     max_batches: int = 0          # >0: stop the epoch after this many batches
     channels_last: bool = False
-    log_every: int = 10           # batches between progress callbacks (each reads the loss: a sync)
+    log_every: int = 10           # batches between progress callbacks
+    sam_rho: float = 0.0          # >0: SAM's step size (`sam.sam_backward`)
 
 
 class RunningLoss:
@@ -86,8 +88,12 @@ def train_one_epoch(accelerator, state: FoldState, loss_fn: nn.Module, loader, o
         if options.max_batches and n_batches >= options.max_batches:
             break
         with accelerator.accumulate(model):
-            loss = loss_fn(forward(_to_input(x, options.channels_last)), y)
-            accelerator.backward(loss)
+            inputs = _to_input(x, options.channels_last)
+            if options.sam_rho > 0:
+                loss = sam_backward(accelerator, model, forward, loss_fn, inputs, y, options.sam_rho)
+            else:
+                loss = loss_fn(forward(inputs), y)
+                accelerator.backward(loss)
             if accelerator.sync_gradients and options.grad_clip > 0:
                 accelerator.clip_grad_norm_(model.parameters(), options.grad_clip)
             optimizer.step()

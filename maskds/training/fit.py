@@ -119,6 +119,9 @@ def run(config: TrainConfig) -> None:
 def train_fold(config: TrainConfig, data: TrainData, fold: int, fold_dir: Path, resume_from: Path | None) -> None:
     """Train one fold: validate raw and EMA each epoch, keep the best EMA weights by F1, save state."""
     accelerator = make_accelerator(config, fold_dir)
+    if config.sam_rho > 0 and accelerator.mixed_precision == "fp16":
+        raise UserError("sam_rho: SAM is not supported under fp16 loss scaling; use bf16 or no mixed precision "
+                        "in the accelerate launch config, or sam_rho=0")
     torch.backends.cudnn.benchmark = config.cudnn_benchmark
     set_seed(config.seed)  # same on every process: identical init, so every rank's EMA starts equal
     model, ema = build_model(config, accelerator.device)
@@ -164,7 +167,7 @@ def run_epoch(accelerator, state: FoldState, loaders: FoldLoaders, loss_fn: Mask
     loaders.train.set_epoch(epoch)      # shuffling (seedable sampler)
     loaders.train_set.set_epoch(epoch)  # augmentations (per-sample seeds)
     options = StepOptions(grad_clip=config.grad_clip, max_batches=loaders.batches, channels_last=config.channels_last,
-                          log_every=max(1, min(20, loaders.batches // 10)))
+                          log_every=max(1, min(20, loaders.batches // 10)), sam_rho=config.sam_rho)
     with train_progress(accelerator.is_main_process, f"fold {fold} epoch {epoch + 1}/{config.epochs}", loaders.batches,
                         config.batch_size * accelerator.num_processes) as on_progress:
         result = train_one_epoch(accelerator, state, loss_fn, loaders.train, options, on_progress)
