@@ -43,7 +43,7 @@ def test_a_schedule_rebuilt_for_another_process_count_continues_at_the_same_epoc
 
 
 @pytest.mark.parametrize("values, named", [
-    ({"scheduler": "plateau"}, "scheduler: must be one of cosine, tanh"),
+    ({"scheduler": "onecycle"}, "scheduler: must be one of cosine, tanh"),
     ({"scheduler": "step"}, "scheduler step needs decay_epochs > 0"),
     ({"scheduler": "multistep"}, "scheduler multistep needs the epochs"),
 ])
@@ -51,3 +51,18 @@ def test_unknown_or_incomplete_schedules_are_refused_naming_the_key(values, name
     with pytest.raises(UserError) as err:
         TrainConfig.from_dict(values)
     assert named in str(err.value) or any(named in p for p in err.value.problems)
+
+
+def test_plateau_decays_after_patience_epochs_without_a_better_f1_and_floors_at_min_lr():
+    from maskds.training.schedule import plateau_step
+    from maskds.training.state import RunProgress
+
+    progress = RunProgress()
+    decays = [plateau_step(progress, f1, patience=2) for f1 in (0.3, 0.4, 0.4, 0.35, 0.5, 0.2, 0.1, 0.1, 0.1)]
+    assert decays == [False, False, False, True, False, False, True, False, True]
+    assert progress.plateau_decays == 3 and progress.plateau_best == 0.5
+    s = make("plateau")
+    s.factor = 0.5 ** 3
+    assert lr_at(s, 2, 0) == pytest.approx(0.125)
+    s.factor = 1e-6
+    assert lr_at(s, 2, 0) == pytest.approx(1e-3)  # min_lr

@@ -254,3 +254,20 @@ def test_a_step_schedule_trains_end_to_end_and_halves_the_rate_each_epoch(tiny_c
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     lrs = [m["lr"] for m in metrics_lines(tmp_path / "s" / "fold0")]
     assert lrs[1] == pytest.approx(lrs[0] / 2)
+
+
+@pytest.mark.slow
+def test_the_plateau_schedule_follows_the_validation_f1(tiny_cache, tmp_path):
+    from maskds.training.schedule import plateau_step
+    from maskds.training.state import RunProgress
+
+    args = [*DEMO, f"cache={tiny_cache}", f"output_dir={tmp_path}", "name=p", "folds=[0]", "epochs=4",
+            "batch_size=16", *TINY, "scheduler=plateau", "patience_epochs=1", "decay_rate=0.5", "lr=1e-3",
+            "warmup_epochs=0"]
+    r = launch(args, None)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    lines, replay = metrics_lines(tmp_path / "p" / "fold0"), RunProgress()
+    for m in lines:  # each epoch trains at lr x 0.5^(decays decided by the epochs before it)
+        assert m["lr"] == pytest.approx(1e-3 * 0.5 ** replay.plateau_decays)
+        plateau_step(replay, m["ema"]["macro_f1"], 1)
+    assert len({m["lr"] for m in lines}) > 1  # this run did decay (the check above is not vacuous)

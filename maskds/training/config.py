@@ -52,11 +52,13 @@ class TrainConfig:
     optimizer: str = "adamw"                  # any timm.optim.create_optimizer_v2 name
     sam_rho: float = 0.0                      # >0: SAM around the optimizer, uphill step rho (0.05 is usual);
                                               # two passes per step; not with grad_accum_steps > 1 or fp16
-    scheduler: str = "cosine"                 # cosine | tanh | step | multistep | poly | wsd | rsqrt | constant
+    scheduler: str = "cosine"                 # cosine | tanh | step | multistep | poly | wsd | rsqrt | constant |
+                                              # plateau (on the validation EMA macro F1)
                                               # (timm's, per optimizer update; the next three keys shape them)
     decay_epochs: float = 0.0                 # step: decay every this many epochs; wsd/rsqrt: the decay phase
     decay_rate: float = 0.1                   # step, multistep: lr factor at each decay; poly: the power
     decay_milestones: list[int] = field(default_factory=list)  # multistep: epochs to decay at
+    patience_epochs: int = 2                  # plateau: epochs without a better validation F1 before a decay
     warmup_epochs: float = 1.0
     grad_clip: float = 1.0                    # 0 disables clipping
     ema_decay: float = 0.999                  # horizon 1/(1 - decay) optimizer updates (ignored if ema_epochs > 0)
@@ -198,6 +200,8 @@ def _check_values(c: TrainConfig) -> None:
         problems.append(f"loss: must be one of {', '.join(LOSS_KINDS)}, got {c.loss!r}")
     if c.scheduler not in SCHEDULERS:
         problems.append(f"scheduler: must be one of {', '.join(SCHEDULERS)}, got {c.scheduler!r}")
+    if c.patience_epochs < 1:
+        problems.append(f"patience_epochs: must be >= 1, got {c.patience_epochs}")
     if c.scheduler == "step" and c.decay_epochs <= 0:
         problems.append("decay_epochs: scheduler step needs decay_epochs > 0 (decay every this many epochs)")
     if c.scheduler == "multistep" and not c.decay_milestones:

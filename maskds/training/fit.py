@@ -24,6 +24,7 @@ from .engine import StepOptions, train_one_epoch, validate
 from .losses import MaskLoss
 from .progress import epoch_table, train_progress
 from .records import FoldFiles, epoch_record, oof_index, tracker_scalars
+from .schedule import plateau_step
 from .setup import FoldLoaders, build_fold, build_loaders, build_model
 from .state import FoldState
 
@@ -166,6 +167,8 @@ def run_epoch(accelerator, state: FoldState, loaders: FoldLoaders, loss_fn: Mask
     epoch = state.progress.epoch
     loaders.train.set_epoch(epoch)      # shuffling (seedable sampler)
     loaders.train_set.set_epoch(epoch)  # augmentations (per-sample seeds)
+    if config.scheduler == "plateau":
+        state.schedule.factor = config.decay_rate ** state.progress.plateau_decays
     options = StepOptions(grad_clip=config.grad_clip, max_batches=loaders.batches, channels_last=config.channels_last,
                           log_every=max(1, min(20, loaders.batches // 10)), sam_rho=config.sam_rho)
     with train_progress(accelerator.is_main_process, f"fold {fold} epoch {epoch + 1}/{config.epochs}", loaders.batches,
@@ -173,6 +176,9 @@ def run_epoch(accelerator, state: FoldState, loaders: FoldLoaders, loss_fn: Mask
         result = train_one_epoch(accelerator, state, loss_fn, loaders.train, options, on_progress)
     raw, ema, ema_probs = validate(accelerator, state, loaders.val, config.head_spec(), loss_fn, config.channels_last,
                                    raw=config.validate_raw)
+    if config.scheduler == "plateau" and plateau_step(state.progress, ema["macro_f1"], config.patience_epochs):
+        accelerator.print(f"plateau: validation F1 has not improved for {config.patience_epochs} epoch(s); "
+                          f"the learning rate is now x{config.decay_rate ** state.progress.plateau_decays:g}")
     best = ema["macro_f1"] > state.progress.best_f1
     if best:
         state.progress.best_f1, state.progress.best_epoch = ema["macro_f1"], epoch

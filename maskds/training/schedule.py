@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from timm.scheduler import CosineLRScheduler, create_scheduler_v2
 from timm.scheduler.scheduler import Scheduler
 
-# timm's schedules that are functions of the update count (plateau is not: it follows a metric).
-SCHEDULERS = ("cosine", "tanh", "step", "multistep", "poly", "wsd", "rsqrt", "constant")
+# timm's schedules, functions of the update count, and plateau: constant after the warmup, times
+# decay_rate each time the validation EMA macro F1 has not improved for patience_epochs epochs.
+SCHEDULERS = ("cosine", "tanh", "step", "multistep", "poly", "wsd", "rsqrt", "constant", "plateau")
 
 
 def batches_per_epoch(loader_len: int, limit: int, accum: int) -> int:
@@ -33,6 +34,8 @@ class Schedule:
     scheduler: Scheduler
     updates_per_epoch: int
     total: int
+    factor: float = 1.0     # plateau: decay_rate ** decays so far (`plateau_step`), applied on every step
+    min_lr: float = 0.0
 
     def position(self, epoch: int, update_in_epoch: int) -> int:
         """The clock after `update_in_epoch` updates of `epoch` (0-based)."""
@@ -41,6 +44,23 @@ class Schedule:
     def step(self, epoch: int, update_in_epoch: int) -> None:
         """Set the learning rate for the clock's position (timm schedulers are functions of it)."""
         self.scheduler.step_update(num_updates=self.position(epoch, update_in_epoch))
+        if self.factor != 1.0:
+            for group in self.scheduler.optimizer.param_groups:
+                group[self.scheduler.param_group_field] = max(group[self.scheduler.param_group_field] * self.factor,
+                                                               self.min_lr)
+
+
+def plateau_step(progress, f1: float, patience: int) -> bool:
+    """Record an epoch's validation F1 in `progress` (saved with the run, so resume continues the count);
+    True when it starts a new decay: `patience` epochs in a row without beating the best."""
+    if f1 > progress.plateau_best:
+        progress.plateau_best, progress.plateau_bad = f1, 0
+        return False
+    progress.plateau_bad += 1
+    if progress.plateau_bad >= patience:
+        progress.plateau_decays, progress.plateau_bad = progress.plateau_decays + 1, 0
+        return True
+    return False
 
 
 def build_schedule(optimizer, epochs: int, warmup_epochs: float, lr: float, min_lr: float,
@@ -58,6 +78,8 @@ def build_schedule(optimizer, epochs: int, warmup_epochs: float, lr: float, min_
     per_epoch = max(math.ceil(batches / accum), 1)
     total = max(epochs * per_epoch, 1)
     warmup = min(round(warmup_epochs * per_epoch), total - 1)
+    if name == "plateau":
+        name = "constant"  # the decays come from `plateau_step` through Schedule.factor
     if name == "cosine":
         scheduler = CosineLRScheduler(optimizer, t_initial=total, lr_min=min_lr, warmup_t=warmup,
                                       warmup_lr_init=lr / 100, t_in_epochs=False)
@@ -66,4 +88,4 @@ def build_schedule(optimizer, epochs: int, warmup_epochs: float, lr: float, min_
             optimizer, sched=name, num_epochs=epochs, warmup_epochs=warmup / per_epoch, warmup_lr=lr / 100,
             min_lr=min_lr, decay_epochs=decay_epochs or None, decay_rate=decay_rate,
             decay_milestones=list(decay_milestones), step_on_epochs=False, updates_per_epoch=per_epoch)
-    return Schedule(scheduler=scheduler, updates_per_epoch=per_epoch, total=total)
+    return Schedule(scheduler=scheduler, updates_per_epoch=per_epoch, total=total, min_lr=min_lr)

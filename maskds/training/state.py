@@ -17,6 +17,9 @@ class RunProgress:
     updates: int = 0        # optimizer updates done, across resumes (the EMA warm-up's clock)
     best_f1: float = -1.0   # best EMA 18-class macro F1 so far
     best_epoch: int = -1
+    plateau_best: float = -1.0  # scheduler plateau: best validation EMA F1 so far, epochs since, decays
+    plateau_bad: int = 0
+    plateau_decays: int = 0
 
     def state_dict(self) -> dict:
         return asdict(self)
