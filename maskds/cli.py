@@ -54,12 +54,13 @@ def _tune(a: argparse.Namespace) -> int:
     from .tuning.space import load_space
     from .tuning.tune import tune
 
-    space = load_space(a.space)
+    space = load_space(a.space, a.config, a.overrides)
 
     def _interrupted(signum, frame):  # a scheduler's SIGTERM: stop like Ctrl-C, the running trial marked failed
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _interrupted)
+    signal.signal(signal.SIGHUP, _interrupted)  # a closed terminal or ssh session
     tune(a.config, a.overrides, space, a.trials, a.study, a.storage, a.runs_dir, a.launch, a.out)
     return 0
 

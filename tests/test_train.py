@@ -207,6 +207,11 @@ def test_resume_accepts_a_run_saved_before_newer_keys_existed(tmp_path):
     check_fold_dir(tmp_path, "auto", config)  # missing keys count as their defaults
     with pytest.raises(UserError, match="other values for age_head"):
         check_fold_dir(tmp_path, "auto", TrainConfig(epochs=3, age_head="distribution"))
+    del saved["images_on_device"]  # a run from before the GPU data path trained on the CPU path
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(saved))
+    with pytest.raises(UserError, match="other values for images_on_device"):
+        check_fold_dir(tmp_path, "auto", config)  # auto could pick the GPU path: said, not done silently
+    check_fold_dir(tmp_path, "auto", TrainConfig(epochs=3, images_on_device=False))
 
 
 def test_a_state_from_the_older_layout_is_refused_by_name(tmp_path):

@@ -96,3 +96,38 @@ def test_two_processes_on_one_storage_share_the_study(tmp_path, tiny_cache):
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     assert len(complete) >= 4 and len({t.number for t in trials}) == len(trials)
     assert len({t.user_attrs["worker"] for t in complete}) == 2  # both processes ran trials of the one study
+
+
+def test_epochs_are_reported_at_steps_of_the_folds_training_order(tmp_path):
+    import json as js
+
+    from maskds.tuning.tune import EpochReader
+
+    def write(fold, epochs):
+        d = tmp_path / f"fold{fold}"
+        d.mkdir(exist_ok=True)
+        (d / "metrics.jsonl").write_text("".join(js.dumps({"epoch": e, "ema": {"macro_f1": f}}) + "\n"
+                                                 for e, f in epochs))
+
+    reader = EpochReader(tmp_path, epochs=2)
+    write(3, [(0, 0.1)])  # folds=[3, 0]: fold 3 trains first
+    assert reader.new() == [(0, 0.1)]
+    write(3, [(0, 0.1), (1, 0.2)])
+    time.sleep(0.05)
+    write(0, [(0, 0.3)])
+    (tmp_path / "fold0" / "metrics.jsonl").write_text(
+        (tmp_path / "fold0" / "metrics.jsonl").read_text() + '{"epoch": 1, "ema"')  # a line being written
+    assert reader.new() == [(1, 0.2), (2, 0.3)]
+    assert reader.new() == []
+
+
+def test_space_values_are_checked_with_the_base_config_and_step_options(tmp_path, tiny_cache, capsys):
+    args = tune_args(tmp_path, tiny_cache, space="scheduler: [cosine, step]\n")
+    assert main(args) == 2 and "decay_epochs" in capsys.readouterr().err  # step needs decay_epochs...
+    from maskds.tuning.space import load_space
+
+    space = load_space(tmp_path / "space.yaml", str(ROOT / "configs/demo.yaml"), ["decay_epochs=1"])
+    assert space[0].choices == ("cosine", "step")  # ...which the base overrides may give
+    for space in ("lr: {low: 1e-4, high: 1e-3, step: 1}\n", "epochs: {low: 1, high: 8, log: true, step: 2}\n"):
+        assert main(tune_args(tmp_path, tiny_cache, space=space)) == 2
+        assert "step" in capsys.readouterr().err

@@ -52,7 +52,10 @@ def _fit(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 def decode_to_device(table: datasets.Dataset, rows: np.ndarray, image_size: Sequence[int],
                      device: torch.device) -> torch.Tensor:
     """uint8 [len(rows), 3, H, W] on `device`: the cache's JPEG bytes of `rows`, decoded (nvJPEG on CUDA,
-    OpenCV otherwise, as the CPU loaders do) and resized to image_size=(H, W) where the cache differs."""
+    OpenCV otherwise, as the CPU loaders do) and resized to image_size=(H, W) where the cache differs.
+
+    nvJPEG's inverse DCT is not OpenCV's: a pixel can differ by a level or two from what the CPU path
+    (and inference, which decodes with OpenCV) sees; training and validation alike see nvJPEG's."""
     size = (int(image_size[0]), int(image_size[1]))
     column = table.select_columns(["image"])
     out = torch.empty((len(rows), 3, *size), dtype=torch.uint8, device=device)
@@ -63,6 +66,8 @@ def decode_to_device(table: datasets.Dataset, rows: np.ndarray, image_size: Sequ
             from torchvision.io import ImageReadMode, decode_jpeg  # the GPU path only
 
             data = [torch.frombuffer(bytearray(b), dtype=torch.uint8) for b in raw]
+            # nvJPEG decodes on its own stream: let the previous chunk's copies finish before it reuses memory.
+            torch.cuda.current_stream(device).synchronize()
             decoded = decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
         else:
             decoded = [torch.from_numpy(image_codec.decode_cached(b)).permute(2, 0, 1) for b in raw]

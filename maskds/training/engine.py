@@ -155,9 +155,9 @@ def validate(accelerator, state: FoldState, loader, spec: HeadSpec, loss_fn: nn.
     every process, and the EMA's probabilities (the out-of-fold predictions when the epoch is the best).
 
     Each process's BatchNorm statistics drift apart (its own batches; DDP syncs only at the next
-    forward), and only the main process's are saved. So first the raw model takes the main process's,
-    as DDP's next forward would, and the EMA model the mean over processes: what is scored is what
-    is saved.
+    forward), and only the main process's are saved. So first the EMA model takes the mean over
+    processes, and (when scored) the raw model the main process's, as DDP's next forward would:
+    what is scored is what is saved.
     """
     if accelerator.num_processes > 1:
         if raw:

@@ -10,7 +10,7 @@ import torch
 import yaml
 from accelerate import Accelerator, DataLoaderConfiguration, PartialState
 from accelerate.tracking import LOGGER_TYPE_TO_CLASS
-from accelerate.utils import ProjectConfiguration, set_seed
+from accelerate.utils import ProjectConfiguration, broadcast_object_list, set_seed
 
 from ..core.console import show
 from ..core.distributed import on_main, use_cpu
@@ -20,6 +20,7 @@ from ..data.cache import cache_id
 from .checkpoint import resolved_metadata, resume_dir, save_state_atomic
 from .config import TrainConfig
 from .datasets import load_train_split
+from .device_images import use_device_images
 from .engine import StepOptions, train_one_epoch, validate
 from .losses import MaskLoss
 from .progress import epoch_table, train_progress
@@ -27,6 +28,9 @@ from .records import FoldFiles, epoch_record, oof_index, tracker_scalars
 from .schedule import plateau_step
 from .setup import FoldLoaders, build_fold, build_loaders, build_model
 from .state import FoldState
+
+# What runs saved before a key existed did: the CPU data path (images_on_device came later, default auto).
+LEGACY_VALUES = {"images_on_device": False}
 
 # Keys that may change between a killed run and its resume without changing the result.
 RESUME_FREE_KEYS = {"resume", "stop_after_epochs", "num_workers", "log_with", "folds", "compile", "validate_raw",
@@ -39,6 +43,7 @@ class TrainData:
     table: datasets.Dataset
     cache_size: list[int]
     cache_id: str
+    images_on_device: bool = False   # `images_on_device` resolved once for the run (`resolve_device_images`)
 
 
 def check_log_with(log_with: str) -> None:
@@ -56,8 +61,9 @@ def check_fold_dir(fold_dir: Path, resume: str, config: TrainConfig) -> None:
         return
     saved = fold_dir / "config.yaml"
     if saved.is_file():
-        # Keys added to maskds after the run was saved count as their defaults (what it trained with).
-        old = {**TrainConfig().to_dict(), **(yaml.safe_load(saved.read_text()) or {})}
+        # Keys added to maskds after the run was saved count as what it trained with: the defaults,
+        # but for LEGACY_VALUES (whose default is not what older runs did).
+        old = {**TrainConfig().to_dict(), **LEGACY_VALUES, **(yaml.safe_load(saved.read_text()) or {})}
         new = config.to_dict()
         changed = sorted(k for k in new if k not in RESUME_FREE_KEYS and old.get(k) != new[k])
         if changed:
@@ -110,11 +116,28 @@ def run(config: TrainConfig) -> None:
     plan = plan_folds(config, sorted(set(table["fold"])))
     processes = PartialState(cpu=use_cpu())
     processes.wait_for_everyone()  # every process has passed the checks before any writes
-    data = TrainData(table, list(meta["args"]["size"]), cache_id(meta))
+    cache_size = list(meta["args"]["size"])
+    on_device = resolve_device_images(config, processes, len(table), config.image_size or cache_size)
+    data = TrainData(table, cache_size, cache_id(meta), on_device)
     for fold, fold_dir, state in plan:
         train_fold(config, data, fold, fold_dir, state)
     processes.wait_for_everyone()
     processes.destroy_process_group()  # once, after the last fold (what end_training would do per fold)
+
+
+def resolve_device_images(config: TrainConfig, processes: PartialState, n_images: int, image_size: list[int]) -> bool:
+    """`images_on_device` for the whole run: `auto` is decided once, on the main process from its free
+    memory (cached blocks released first), and every process takes that decision, so no fold and no
+    process trains on the other data path."""
+    if config.images_on_device != "auto":
+        return bool(config.images_on_device)
+    decision = [False]
+    if processes.is_main_process:
+        if processes.device.type == "cuda":
+            torch.cuda.empty_cache()
+        decision = [use_device_images("auto", processes.device, n_images, image_size)]
+    broadcast_object_list(decision)
+    return bool(decision[0])
 
 
 def train_fold(config: TrainConfig, data: TrainData, fold: int, fold_dir: Path, resume_from: Path | None) -> None:
@@ -127,7 +150,7 @@ def train_fold(config: TrainConfig, data: TrainData, fold: int, fold_dir: Path, 
     set_seed(config.seed)  # same on every process: identical init, so every rank's EMA starts equal
     model, ema = build_model(config, accelerator.device)
     resolved = resolved_metadata(config, model, data.cache_size)
-    loaders = build_loaders(config, data.table, fold, resolved["image_size"], accelerator.device)
+    loaders = build_loaders(config, data.table, fold, resolved["image_size"], accelerator.device, data.images_on_device)
     files = FoldFiles(fold_dir, fold, config, resolved, oof_index(data.table, loaders.val_rows, fold, data.cache_id))
     state = build_fold(config, accelerator, model, ema, loaders)
     accelerator.register_for_checkpointing(state.ema, state.progress)

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 from ..core.labels import DEFAULT_AGE_THRESHOLDS
 from .config import TrainConfig
 from .datasets import CachedImages, class_and_age, fold_split, make_loader
-from .device_images import DeviceBatches, SampleParams, decode_to_device, use_device_images
+from .device_images import DeviceBatches, SampleParams, decode_to_device
 from .ema import FastEma
 from .model import create_model
 from .schedule import batches_per_epoch, build_schedule
@@ -57,16 +57,16 @@ def ema_decay_for(config: TrainConfig, updates_per_epoch: int) -> float:
 
 
 def build_loaders(config: TrainConfig, table: datasets.Dataset, fold: int, image_size: list[int],
-                  device: torch.device) -> FoldLoaders:
+                  device: torch.device, on_device: bool = False) -> FoldLoaders:
     """Training on the configured age bands (e.g. >= 58 to lift the rare band), validation on the
     competition's (< 30, 30..59, >= 60): the best checkpoint is chosen by the metric that is scored.
 
-    The images are decoded in loader workers (`CachedImages`), or once into the device's memory
-    (`images_on_device`, see `device_images`)."""
+    The images are decoded in loader workers (`CachedImages`), or with `on_device` once into the
+    device's memory (`images_on_device`, resolved once per run by `fit`; see `device_images`)."""
     split = fold_split(table, fold, config.drop_ages)
     train_labels, val_labels = class_and_age(table, config.age_thresholds), class_and_age(table, DEFAULT_AGE_THRESHOLDS)
     pin = device.type == "cuda"
-    if use_device_images(config.images_on_device, device, len(split.train) + len(split.val), image_size):
+    if on_device:
         train_set: CachedImages | SampleParams = SampleParams(train_labels[split.train], config.augment, config.seed)
         val_set: CachedImages | SampleParams = SampleParams(val_labels[split.val], None)
         images = (decode_to_device(table, split.train, image_size, device),

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from ..core.errors import UserError
-from ..training.config import TrainConfig
+from ..training.config import TrainConfig, load_config
 
 # Keys a trial must not choose: where its run goes and how it is run belong to `maskds tune`.
 FIXED_KEYS = ("cache", "output_dir", "name", "resume", "log_with", "stop_after_epochs")
@@ -46,12 +46,17 @@ def _field_type(key: str) -> Any:
     return typing.get_type_hints(TrainConfig)[key]
 
 
-def _check_value(key: str, value: Any, where: str) -> None:
-    """A value the train config accepts for `key` (type and value checks), or a UserError naming it."""
+def as_override(key: str, value: Any) -> str:
+    """`key=value` with the value written as YAML (how train.py reads overrides)."""
+    return f"{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"
+
+
+def _check_value(key: str, value: Any, where: str, base: tuple[str | None, list[str]]) -> None:
+    """A value the base config (file and overrides) accepts for `key`, or a UserError naming it."""
     try:
-        TrainConfig.from_dict({key: value}, source=where)
+        load_config(base[0], [*base[1], as_override(key, value)])
     except UserError as err:
-        raise UserError(f"{where}: {key}={value!r} is not a valid value ({err})") from None
+        raise UserError(f"{where}: {key}={value!r} is not a valid value with the base config ({err})") from None
 
 
 def _number(value: Any) -> float | int | None:
@@ -66,8 +71,8 @@ def _number(value: Any) -> float | int | None:
         return None
 
 
-def parse_param(key: str, spec: Any, where: str) -> Param:
-    """One entry of the space, checked against TrainConfig's field `key`."""
+def parse_param(key: str, spec: Any, where: str, base: tuple[str | None, list[str]] = (None, [])) -> Param:
+    """One entry of the space, checked against TrainConfig's field `key` and the base (config, overrides)."""
     valid = sorted(f.name for f in dataclasses.fields(TrainConfig) if f.name not in FIXED_KEYS)
     if key not in valid:
         raise UserError(f"{where}: {key!r} is not a train config key a trial may choose; "
@@ -76,7 +81,7 @@ def parse_param(key: str, spec: Any, where: str) -> Param:
         if not spec or len({repr(v) for v in spec}) != len(spec):
             raise UserError(f"{where}: {key}: give a non-empty list of distinct choices, got {spec!r}")
         for value in spec:
-            _check_value(key, value, where)
+            _check_value(key, value, where, base)
         return Param(key, "choice", choices=tuple(spec))
     kind = {float: "float", int: "int"}.get(_field_type(key))
     if not isinstance(spec, dict) or kind is None:
@@ -90,15 +95,21 @@ def parse_param(key: str, spec: Any, where: str) -> Param:
         raise UserError(f"{where}: {key}: the range [{low}, {high}] is empty; low must be below high")
     if log and low <= 0:
         raise UserError(f"{where}: {key}: a log range needs low > 0, got {low}")
+    step = spec.get("step", 1)
+    if kind == "float" and "step" in spec:
+        raise UserError(f"{where}: {key}: step is for integer keys; a float range is continuous")
+    if not isinstance(step, int) or step < 1 or (log and step != 1):
+        raise UserError(f"{where}: {key}: step must be a whole number >= 1, and 1 on a log range, got {step!r}")
     if kind == "int" and (int(low) != low or int(high) != high):
         raise UserError(f"{where}: {key} is an integer key; give integer low and high, got {low} and {high}")
     for value in (low, high):
-        _check_value(key, int(value) if kind == "int" else float(value), where)
-    return Param(key, kind, float(low), float(high), log, int(spec.get("step", 1)))
+        _check_value(key, int(value) if kind == "int" else float(value), where, base)
+    return Param(key, kind, float(low), float(high), log, step)
 
 
-def load_space(path: str | Path) -> list[Param]:
-    """The checked search space of a YAML file (see the module's docstring)."""
+def load_space(path: str | Path, config: str | None = None, overrides: list[str] | None = None) -> list[Param]:
+    """The checked search space of a YAML file (see the module's docstring); every value is checked
+    with the base config file and overrides the trials share."""
     p = Path(path)
     if not p.is_file():
         raise UserError(f"--space {p} does not exist; write a YAML mapping such as "
@@ -109,7 +120,7 @@ def load_space(path: str | Path) -> list[Param]:
         raise UserError(f"--space {p} is not valid YAML: {err}") from None
     if not isinstance(data, dict) or not data:
         raise UserError(f"--space {p} must be a non-empty mapping of train config keys to ranges or choices")
-    return [parse_param(str(k), v, str(p)) for k, v in data.items()]
+    return [parse_param(str(k), v, str(p), (config, list(overrides or []))) for k, v in data.items()]
 
 
 def describe(space: list[Param]) -> str:

@@ -21,14 +21,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from ..core.console import console, show
 from ..core.errors import UserError
 from ..evaluation import metrics
 from ..evaluation.oof import class_probs, read_oof
 from ..training.config import TrainConfig, load_config, save_config
-from .space import Param, describe
+from .space import Param, as_override, describe
 
 ROOT = Path(__file__).resolve().parents[2]
 HEARTBEAT_S = 20  # RDB storages: a trial silent for 3 heartbeats is failed by the next process to start one
@@ -73,19 +71,42 @@ def trial_command(job: TuneJob, overrides: list[str]) -> list[str]:
 
 def trial_overrides(job: TuneJob, params: dict, name: str) -> list[str]:
     """The base overrides, then the trial's values (as YAML), then where its run goes."""
-    chosen = [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
-              for k, v in params.items()]
+    chosen = [as_override(k, v) for k, v in params.items()]
     return [*job.overrides, *chosen, f"output_dir={job.runs_dir}", f"name={name}", "resume=none", "log_with=none"]
 
 
-def _new_epochs(run_dir: Path, seen: int) -> list[dict]:
-    """metrics.jsonl lines of the run's folds, in fold order, after the first `seen` of them."""
-    lines = []
-    for fold_dir in sorted(run_dir.glob("fold*"), key=lambda p: int(p.name[4:]) if p.name[4:].isdigit() else -1):
-        path = fold_dir / "metrics.jsonl"
-        if path.is_file():
-            lines += [ln for ln in path.read_text().splitlines() if ln.strip().endswith("}")]
-    return [json.loads(ln) for ln in lines[seen:]]
+class EpochReader:
+    """New epochs of a run as its folds write them: (step, EMA macro F1), step = the fold's place in
+    training order x epochs + epoch, so every trial reports fold k's epoch e at the same step (what the
+    pruner compares) whatever the fold ids and their order."""
+
+    def __init__(self, run_dir: Path, epochs: int):
+        self.run_dir, self.epochs = run_dir, epochs
+        self.seen: dict[Path, int] = {}    # metrics file -> lines reported, in the order folds started
+
+    def new(self) -> list[tuple[int, float]]:
+        out = []
+        started = [p for p in self.run_dir.glob("fold*/metrics.jsonl") if p not in self.seen]
+        for path in sorted(started, key=lambda p: p.stat().st_mtime):  # train.py runs one fold at a time
+            self.seen[path] = 0
+        for place, (path, done) in enumerate(list(self.seen.items())):
+            lines = [ln for ln in path.read_text().splitlines() if ln.strip().endswith("}")]
+            for line in lines[done:]:
+                record = json.loads(line)
+                out.append((place * self.epochs + int(record["epoch"]), float(record["ema"]["macro_f1"])))
+            self.seen[path] = len(lines)
+        return out
+
+
+def _die_with_parent() -> None:
+    """In the child, Linux only: SIGTERM when `maskds tune` dies, even killed outright, so no training
+    run is left on the machine without a study to report to."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGTERM))  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -118,16 +139,16 @@ def run_trial(trial, job: TuneJob) -> float:
     show(f"[bold]trial {trial.number}[/]: {' '.join(overrides[len(job.overrides):len(job.overrides) + len(params)])}")
     with open(run_dir.parent / f"{name}.log", "w") as log:
         proc = subprocess.Popen(trial_command(job, overrides), stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)  # its own process group: stopped as a whole
+                                start_new_session=True,  # its own process group: stopped as a whole
+                                preexec_fn=_die_with_parent)
         try:
-            step = 0
+            reader = EpochReader(run_dir, load_config(job.config, overrides).epochs)
             while True:
                 done = proc.poll() is not None
-                for line in _new_epochs(run_dir, step):
-                    trial.report(float(line["ema"]["macro_f1"]), step)
-                    step += 1
+                for step, f1 in reader.new():
+                    trial.report(f1, step)
                     if trial.should_prune():
-                        raise optuna.TrialPruned(f"epoch F1 {line['ema']['macro_f1']:.4f} at step {step}")
+                        raise optuna.TrialPruned(f"validation F1 {f1:.4f} at step {step}")
                 if done:
                     break
                 time.sleep(1.0)
@@ -143,16 +164,14 @@ def run_trial(trial, job: TuneJob) -> float:
 
 def best_config(job: TuneJob, params: dict) -> TrainConfig:
     """The base config with the best trial's values."""
-    extra = [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
-             for k, v in params.items()]
+    extra = [as_override(k, v) for k, v in params.items()]
     return load_config(job.config, [*job.overrides, *extra])
 
 
 def write_best(job: TuneJob, params: dict, out: Path) -> str:
     """Write the best config to `out` (atomically); return its `key=value` line."""
     save_config(best_config(job, params), out)
-    return " ".join(f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
-                    for k, v in params.items())
+    return " ".join(as_override(k, v) for k, v in params.items())
 
 
 def check_study(study, job: TuneJob) -> None:
