@@ -131,3 +131,23 @@ def test_space_values_are_checked_with_the_base_config_and_step_options(tmp_path
     for space in ("lr: {low: 1e-4, high: 1e-3, step: 1}\n", "epochs: {low: 1, high: 8, log: true, step: 2}\n"):
         assert main(tune_args(tmp_path, tiny_cache, space=space)) == 2
         assert "step" in capsys.readouterr().err
+
+
+def test_a_study_refuses_to_resume_with_another_space_or_base_config(tmp_path):
+    import optuna
+
+    from maskds.core.errors import UserError
+    from maskds.tuning.space import parse_param
+    from maskds.tuning.tune import TuneJob, check_study
+
+    study = optuna.create_study(direction="maximize")
+    lr = parse_param("lr", {"low": 1e-4, "high": 1e-3}, "space")
+    job = TuneJob("configs/demo.yaml", ["epochs=1"], [lr], tmp_path, "s")
+    check_study(study, job)
+    check_study(study, job)  # the same: fine
+    wider = TuneJob("configs/demo.yaml", ["epochs=1"], [parse_param("lr", {"low": 1e-5, "high": 1e-3}, "space")],
+                    tmp_path, "s")
+    with pytest.raises(UserError, match="another search space"):
+        check_study(study, wider)
+    with pytest.raises(UserError, match="another base config"):
+        check_study(study, TuneJob("configs/demo.yaml", ["epochs=2"], [lr], tmp_path, "s"))
