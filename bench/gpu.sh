@@ -5,6 +5,7 @@
 #   3. the submission job: 12,600 images x 5 folds x hflip with b3 at 384x288;
 #   4. the CPU loader with 16 workers (what feeds the GPU when the images are not held on it).
 # Usage, from the repo root:  CACHE=cache_384x288 DATA=/path/to/raw bash bench/gpu.sh [step|e2e|infer|loader ...]
+# (on the lent device machine, whose Python has no .venv: PY=python3; see ../shared/gpu/README.md)
 # (no argument: all four). DATA holds eval/ for step 3 (default: synthetic data).
 set -euo pipefail
 cd "$(dirname "$0")/.."
