@@ -133,7 +133,8 @@ def submission_job(a, paths) -> int:
         print(json.dumps(result))
         return 0
     print(f"command: {command()}\nmachine: {machine()}")
-    print(f"infer.py: {len(paths)} images x {a.folds} fold(s) x {len(views)} view(s), {a.model} at {a.size[0]}x{a.size[1]}, "
+    print(f"infer.py: {len(paths)} images x {a.folds} fold(s) x {len(views)} view(s), "
+          f"{a.model} at {a.size[0]}x{a.size[1]}, "
           f"batch {a.batch}, workers {a.workers}, precision {a.precision}, compile {a.compile}, best of {a.repeats}")
     print(f"{result['seconds']} s ({result['images_per_s']} images/s, {result['model_images_per_s']} forward images/s)")
     return 0

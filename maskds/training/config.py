@@ -196,8 +196,26 @@ def _check_values(c: TrainConfig) -> None:
         problems.append(f"lr: must be > 0, got {c.lr}")
     if not 0.0 <= c.ema_decay < 1.0:
         problems.append(f"ema_decay: must be in [0, 1), got {c.ema_decay}")
+    problems += _menu_problems(c)
+    if c.augment not in ("none", "light", "medium", "strong"):
+        problems.append(f"augment: must be none, light, medium or strong, got {c.augment!r}")
+    if not 0.0 <= c.label_smoothing < 1.0:
+        problems.append(f"label_smoothing: must be in [0, 1), got {c.label_smoothing}")
+    if c.images_on_device not in (True, False, "auto"):
+        problems.append(f"images_on_device: must be auto, true or false, got {c.images_on_device!r}")
+    if c.pretrained_mapping not in ("auto", "name", "order"):
+        problems.append(f"pretrained_mapping: must be auto, name or order, got {c.pretrained_mapping!r}")
+    if problems:
+        raise UserError("invalid config", problems)
+
+
+def _menu_problems(c: TrainConfig) -> list[str]:
+    """Checks of the loss, schedule and SAM choices, each naming its key."""
+    problems = []
     if c.loss not in LOSS_KINDS:
         problems.append(f"loss: must be one of {', '.join(LOSS_KINDS)}, got {c.loss!r}")
+    if c.soft_f1_weight < 0:
+        problems.append(f"soft_f1_weight: must be >= 0, got {c.soft_f1_weight}")
     if c.scheduler not in SCHEDULERS:
         problems.append(f"scheduler: must be one of {', '.join(SCHEDULERS)}, got {c.scheduler!r}")
     if c.patience_epochs < 1:
@@ -211,18 +229,7 @@ def _check_values(c: TrainConfig) -> None:
     if c.sam_rho > 0 and c.grad_accum_steps > 1:
         problems.append("sam_rho: SAM is not supported with gradient accumulation (its perturbation needs the "
                         "whole step's gradient); set grad_accum_steps=1 or sam_rho=0")
-    if c.soft_f1_weight < 0:
-        problems.append(f"soft_f1_weight: must be >= 0, got {c.soft_f1_weight}")
-    if c.augment not in ("none", "light", "medium", "strong"):
-        problems.append(f"augment: must be none, light, medium or strong, got {c.augment!r}")
-    if not 0.0 <= c.label_smoothing < 1.0:
-        problems.append(f"label_smoothing: must be in [0, 1), got {c.label_smoothing}")
-    if c.images_on_device not in (True, False, "auto"):
-        problems.append(f"images_on_device: must be auto, true or false, got {c.images_on_device!r}")
-    if c.pretrained_mapping not in ("auto", "name", "order"):
-        problems.append(f"pretrained_mapping: must be auto, name or order, got {c.pretrained_mapping!r}")
-    if problems:
-        raise UserError("invalid config", problems)
+    return problems
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:

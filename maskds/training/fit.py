@@ -141,7 +141,8 @@ def resolve_device_images(config: TrainConfig, processes: PartialState, n_images
 
 
 def train_fold(config: TrainConfig, data: TrainData, fold: int, fold_dir: Path, resume_from: Path | None) -> None:
-    """Train one fold: validate raw and EMA each epoch, keep the best EMA weights by F1, save state."""
+    """Train one fold: validate the EMA (and the raw weights with validate_raw) each epoch, keep the best
+    EMA weights by F1, save state."""
     accelerator = make_accelerator(config, fold_dir)
     if config.sam_rho > 0 and accelerator.mixed_precision == "fp16":
         raise UserError("sam_rho: SAM is not supported under fp16 loss scaling; use bf16 or no mixed precision "
