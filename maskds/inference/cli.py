@@ -125,6 +125,8 @@ def run_inference(args: argparse.Namespace, probs_path: Path) -> int:
                   f"{len(ids) / max(seconds, 1e-9):.1f} images/s on {accelerator.num_processes} process(es)")
         print(f"wrote {args.out} and {probs_path}")
     accelerator.wait_for_everyone()
+    # Ended here, not by interpreter exit: gloo's threads torn down at exit can abort a process (SIGABRT).
+    accelerator.state.destroy_process_group()
     return 0
 
 
