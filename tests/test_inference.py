@@ -21,12 +21,15 @@ from maskds.training.transforms import eval_transform
 MEAN, STD = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]
 
 
-def make_run(root, head="multihead", folds=(0, 1), image_size=(40, 32), cache_size=(48, 36), seed=0):
-    """A run folder of untrained test_efficientnet folds with random (non-uniform) output layers."""
+def make_run(root, head="multihead", folds=(0, 1), image_size=(40, 32), cache_size=(48, 36), seed=0,
+             heads=("mask", "gender", "age")):
+    """A run folder of untrained test_efficientnet folds with random (non-uniform) output layers;
+    `heads`: the heads its config says it learned (a specialist's: some)."""
     config = TrainConfig(model="test_efficientnet", pretrained="none", head=head, image_size=list(image_size),
-                         mean=MEAN, std=STD)
-    resolved = {"model": "test_efficientnet", "head": head, "age_head": "bands", "image_size": list(image_size), "mean": MEAN,
-                "std": STD, "cache_size": list(cache_size), "age_thresholds": [30, 60]}
+                         mean=MEAN, std=STD, heads=list(heads))
+    resolved = {"model": "test_efficientnet", "head": head, "age_head": "bands", "image_size": list(image_size),
+                "mean": MEAN, "std": STD, "cache_size": list(cache_size), "age_thresholds": [30, 60],
+                "heads": list(heads)}
     for k in folds:
         torch.manual_seed(seed * 100 + k)
         model = create_model("test_efficientnet", head)

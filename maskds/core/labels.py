@@ -6,6 +6,7 @@ GENDER_NAMES = ("male", "female")
 AGE_NAMES = ("<30", "30-59", ">=60")
 HEADS = {"mask": MASK_NAMES, "gender": GENDER_NAMES, "age": AGE_NAMES}
 HEAD_SIZES = {"mask": 3, "gender": 2, "age": 3}
+HEAD_NAMES = ("mask", "gender", "age")  # the three heads, in class-id order (class = mask*6 + gender*3 + band)
 NUM_CLASSES = 18
 
 # The seven image stems of every person folder and the mask state each one shows.

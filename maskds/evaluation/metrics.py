@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import confusion_matrix, f1_score
 
-from ..core.labels import NUM_CLASSES
+from ..core.labels import HEAD_NAMES, NUM_CLASSES
 
 
 def split_classes(cls: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -36,6 +36,14 @@ def scores(y_true, y_pred) -> dict[str, float]:
         "accuracy": float((t == p).mean()),
         "n": int(len(t)),
     }
+
+
+def selection_score(scores: dict, heads=HEAD_NAMES) -> float:
+    """What picks a run's best epoch: the 18-class macro F1, or for a specialist run (some heads) the
+    mean macro F1 of its heads (the others are untrained, so the 18 classes say nothing of it)."""
+    if set(heads) >= set(HEAD_NAMES):
+        return float(scores["macro_f1"])
+    return float(np.mean([scores[f"{h}_f1"] for h in heads]))
 
 
 def confusion(y_true, y_pred) -> np.ndarray:

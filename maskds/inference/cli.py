@@ -11,8 +11,10 @@ import numpy as np
 import pandas as pd
 
 from ..core.errors import UserError
+from ..core.labels import HEAD_NAMES
 from ..core.probabilities import Probs, to_frame
 from ..evaluation.decision import DECISION_FILE, load_decision
+from .assemble import assemble, check_learned, parse_heads
 from .inputs import find_checkpoints, read_info
 from .models import check_heads, load_member, make_accelerator
 from .predict import predict_runs
@@ -29,11 +31,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         epilog="Soft voting: within a run, each head's probabilities are averaged over folds and TTA views "
         "(single-head runs: the 18-way probabilities) and class = mask x gender x age of those averages; "
         "runs are combined by the weighted mean of their probabilities; the answer is the argmax of the "
-        "combined 18-class probabilities. The probabilities file holds exactly what was voted on.",
+        "combined 18-class probabilities. With --head, each head comes from its own source (soft-voted over "
+        "its folds) and class = the product of the assembled heads. The probabilities file holds exactly what "
+        "was voted on.",
     )
-    p.add_argument("--run", type=Path, action="append", required=True, metavar="RUN",
+    p.add_argument("--run", type=Path, action="append", default=None, metavar="RUN",
                    help="run folder with fold<k>/best.safetensors, or a probabilities CSV written by "
                    "infer.py; repeat to ensemble runs")
+    p.add_argument("--head", action="append", default=None, metavar="HEADS=RUN",
+                   help="instead of --run: take these heads (comma-separated of mask, gender, age) from this run "
+                   "folder or probabilities CSV, e.g. --head mask,gender=runs/base --head age=runs/age; "
+                   "every head exactly once (per-head specialists: train.py heads=[age])")
     p.add_argument("--weights", type=float, nargs="+", default=None, metavar="W",
                    help="one weight per --run for the ensemble (default: equal)")
     p.add_argument("--data", type=Path, required=True, metavar="DATA/eval",
@@ -69,6 +77,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def check_args(a: argparse.Namespace) -> Path:
     """Checks that need no files read; returns the probabilities file's path."""
     parse_tta(a.tta)
+    if (a.run is None) == (a.head is None):
+        raise UserError("give --run RUN (one run, or several to ensemble) or --head HEADS=RUN for every head, "
+                        + ("not both" if a.run else "one of them"))
+    if a.head is not None and a.weights is not None:
+        raise UserError("--weights weighs the runs of a --run ensemble; with --head each head comes from one source")
     if a.weights is not None:
         if len(a.weights) != len(a.run):
             raise UserError(f"--weights: {len(a.weights)} weight(s) for {len(a.run)} --run(s); give one per run")
@@ -102,12 +115,15 @@ def run_inference(args: argparse.Namespace, probs_path: Path) -> int:
     batch_size = args.batch_size or (256 if on_gpu else 64)
     workers = args.num_workers if args.num_workers is not None else min(16, os.cpu_count() or 1)
     ids, paths = read_info(args.data)
+    heads = parse_heads(args.head) if args.head else None
+    given = [h.source for h in heads] if heads else args.run
     # A --run that is a file is a probabilities CSV from an earlier infer.py: ensembled as it is.
-    sources = [r if r.is_file() else find_checkpoints(r, args.folds) for r in args.run]
+    sources = [r if r.is_file() else find_checkpoints(r, args.folds) for r in given]
     files = {i: read_probs(src, ids) for i, src in enumerate(sources) if isinstance(src, Path)}
     members = [load_member(i, k, p, accelerator.device, args.compile)
                for i, src in enumerate(sources) if not isinstance(src, Path) for k, p in src]
     check_heads(members)
+    check_learned(members, [h.heads for h in heads] if heads else [HEAD_NAMES] * len(given), given)
     weights, decision = choose_decision(args, members)
 
     views = parse_tta(args.tta)
@@ -117,7 +133,8 @@ def run_inference(args: argparse.Namespace, probs_path: Path) -> int:
     seconds = time.perf_counter() - start
     if accelerator.is_main_process:
         runs = [files[i] if i in files else predicted[i] for i in range(len(sources))]
-        write_outputs(ids, combine_runs(runs, args.weights), args.out, probs_path, weights)
+        voted = assemble(runs, heads) if heads else combine_runs(runs, args.weights)
+        write_outputs(ids, voted, args.out, probs_path, weights)
         if decision is not None:
             print(f"applied the tuned decision {decision} (class weights; --no-tuned-decision for plain argmax)")
         if members:
@@ -136,8 +153,10 @@ def choose_decision(args: argparse.Namespace, members: list) -> tuple[np.ndarray
     A decision is checked against the heads of the run it is applied to (one run predicted); an
     ensemble of several runs answers with the plain argmax unless --decision names a file.
     """
-    if args.no_tuned_decision:
+    if args.no_tuned_decision or (args.head and args.decision is None):
         return None, None
+    if args.head:  # heads assembled from several runs: the file is applied as given
+        return load_decision(args.decision), args.decision
     heads = {(m.spec.head, m.spec.age_head) for m in members}
     one_run = len(args.run) == 1 and args.run[0].is_dir()
     path = args.decision or (args.run[0] / DECISION_FILE if one_run else None)

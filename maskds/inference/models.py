@@ -11,7 +11,7 @@ from torch import nn
 
 from ..core.distributed import use_cpu
 from ..core.errors import UserError
-from ..core.labels import DEFAULT_AGE_THRESHOLDS
+from ..core.labels import DEFAULT_AGE_THRESHOLDS, HEAD_NAMES
 from ..core.probabilities import HeadSpec
 from ..training.checkpoint import read_best
 from ..training.model import create_model
@@ -36,6 +36,7 @@ class Member:
     spec: HeadSpec
     view: ViewParams
     model: nn.Module
+    heads: tuple[str, ...] = HEAD_NAMES  # the heads it learned (a specialist's: some of them)
 
 
 def inference_precision(requested: str = "auto") -> str:
@@ -100,7 +101,8 @@ def load_member(run: int, fold: int, path: Path, device: torch.device, compile: 
     model.to(device).eval()
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)
-    return Member(run, fold, path, spec, view, torch.compile(model) if compile else model)
+    heads = tuple(h for h in HEAD_NAMES if h in best.resolved.get("heads", HEAD_NAMES))
+    return Member(run, fold, path, spec, view, torch.compile(model) if compile else model, heads)
 
 
 def check_heads(members: list[Member]) -> None:

@@ -14,12 +14,13 @@ from safetensors.torch import load_file, safe_open, save_file
 from ..core.atomic import atomic_path
 from ..core.distributed import on_main, together
 from ..core.errors import UserError
+from ..core.labels import HEAD_NAMES
 from .config import TrainConfig
 from .model import resolve_data_config
 
 FORMAT = "1"
 STATE_DIR = "state"
-RESOLVED_KEYS = ("model", "head", "age_head", "image_size", "mean", "std", "cache_size", "age_thresholds")
+RESOLVED_KEYS = ("model", "head", "age_head", "image_size", "mean", "std", "cache_size", "age_thresholds", "heads")
 
 
 @dataclass(frozen=True)
@@ -35,11 +36,13 @@ def resolved_metadata(config: TrainConfig, model: torch.nn.Module, cache_size: l
     """The `resolved` metadata of a checkpoint: what inference rebuilds the model and its input from.
 
     Config values where given, else the backbone's pretrained defaults (image size, mean, std); the
-    cache's image size; the age bands training used.
+    cache's image size; the age bands training used; the heads it learned (`heads`: all three, or a
+    specialist's).
     """
     return {"model": config.model, "head": config.head, "age_head": config.age_head,
             **resolve_data_config(model, config.image_size, config.mean, config.std),
-            "cache_size": [int(v) for v in cache_size], "age_thresholds": list(config.age_thresholds)}
+            "cache_size": [int(v) for v in cache_size], "age_thresholds": list(config.age_thresholds),
+            "heads": [h for h in HEAD_NAMES if h in config.heads]}
 
 
 def save_best(path: str | Path, state_dict: dict[str, torch.Tensor], config: TrainConfig,

@@ -12,6 +12,7 @@ import yaml
 
 from ..core.atomic import atomic_path
 from ..core.errors import UserError
+from ..core.labels import HEAD_NAMES
 from ..core.probabilities import AGE_HEADS, HEAD_TYPES, HeadSpec
 from .losses import LOSS_KINDS
 from .schedule import SCHEDULERS
@@ -72,6 +73,10 @@ class TrainConfig:
     label_smoothing: float = 0.1
     focal_gamma: float = 2.0
     head_weights: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])  # mask, gender, age
+    heads: list[str] = field(default_factory=lambda: list(HEAD_NAMES))  # the heads this run learns: a
+                                              # specialist (e.g. [age]) is assembled with others by
+                                              # `infer.py --head age=RUN ...`; its epochs are picked by
+                                              # the mean F1 of its heads
     # augmentation
     augment: str = "medium"                   # none | light | medium | strong
     # loop
@@ -184,6 +189,7 @@ def _check_values(c: TrainConfig) -> None:
         problems.append(f"age_thresholds: must be [low, high] with low < high, got {c.age_thresholds}")
     if len(c.head_weights) != 3:
         problems.append(f"head_weights: must be [mask, gender, age], got {c.head_weights}")
+    problems += _heads_problems(c)
     for key in ("epochs", "batch_size", "grad_accum_steps"):
         if getattr(c, key) < 1:
             problems.append(f"{key}: must be >= 1, got {getattr(c, key)}")
@@ -207,6 +213,21 @@ def _check_values(c: TrainConfig) -> None:
         problems.append(f"pretrained_mapping: must be auto, name or order, got {c.pretrained_mapping!r}")
     if problems:
         raise UserError("invalid config", problems)
+
+
+def _heads_problems(c: TrainConfig) -> list[str]:
+    """`heads`: a non-empty set of mask, gender, age; a subset needs per-head losses to leave the others out."""
+    unknown = [h for h in c.heads if h not in HEAD_NAMES]
+    if unknown or not c.heads or len(set(c.heads)) != len(c.heads):
+        return [f"heads: must list distinct heads of {', '.join(HEAD_NAMES)} (e.g. [age]), got {c.heads}"]
+    if set(c.heads) == set(HEAD_NAMES):
+        return []
+    if c.head != "multihead":
+        return [f"heads: a specialist ({c.heads}) needs head=multihead (head=single is one 18-way softmax)"]
+    if c.loss.endswith("soft_f1"):
+        return [f"heads: loss {c.loss!r} scores the 18 classes, which a specialist ({c.heads}) does not "
+                "learn; use loss=ce or loss=focal"]
+    return []
 
 
 def _menu_problems(c: TrainConfig) -> list[str]:

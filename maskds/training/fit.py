@@ -17,6 +17,7 @@ from ..core.distributed import on_main, use_cpu
 from ..core.errors import UserError
 from ..core.probabilities import Probs
 from ..data.cache import cache_id
+from ..evaluation.metrics import selection_score
 from .checkpoint import resolved_metadata, resume_dir, save_state_atomic
 from .config import TrainConfig
 from .datasets import load_train_split
@@ -165,7 +166,7 @@ def train_fold(config: TrainConfig, data: TrainData, fold: int, fold_dir: Path, 
     on_main(accelerator, "starting the trackers",
             lambda: accelerator.init_trackers(f"{config.name}-fold{fold}", config={**hparams, "fold": fold}))
     loss_fn = MaskLoss(config.head_spec(), config.loss, config.label_smoothing, config.focal_gamma, config.head_weights,
-                       config.soft_f1_weight)
+                       config.soft_f1_weight, config.heads)
     first = state.progress.epoch
     for epoch in range(first, config.epochs):
         record, ema_probs = run_epoch(accelerator, state, loaders, loss_fn, config, fold)
@@ -200,12 +201,13 @@ def run_epoch(accelerator, state: FoldState, loaders: FoldLoaders, loss_fn: Mask
         result = train_one_epoch(accelerator, state, loss_fn, loaders.train, options, on_progress)
     raw, ema, ema_probs = validate(accelerator, state, loaders.val, config.head_spec(), loss_fn, config.channels_last,
                                    raw=config.validate_raw)
-    if config.scheduler == "plateau" and plateau_step(state.progress, ema["macro_f1"], config.patience_epochs):
+    ema["score"] = selection_score(ema, config.heads)  # 18-class macro F1; a specialist's: its heads' mean F1
+    if config.scheduler == "plateau" and plateau_step(state.progress, ema["score"], config.patience_epochs):
         accelerator.print(f"plateau: validation F1 has not improved for {config.patience_epochs} epoch(s); "
                           f"the learning rate is now x{config.decay_rate ** state.progress.plateau_decays:g}")
-    best = ema["macro_f1"] > state.progress.best_f1
+    best = ema["score"] > state.progress.best_f1
     if best:
-        state.progress.best_f1, state.progress.best_epoch = ema["macro_f1"], epoch
+        state.progress.best_f1, state.progress.best_epoch = ema["score"], epoch
     record = epoch_record(epoch, result, raw, ema, best, state)
     state.progress.epoch = epoch + 1
     return record, ema_probs

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core.labels import CENSORED_AGE
+from ..core.labels import CENSORED_AGE, HEAD_NAMES
 from ..core.probabilities import AGE_CENTER, AGE_RANGE, AGE_SCALE, AGE_SIGMA, HeadSpec, as_spec, probabilities
 
 LOSS_KINDS = ("ce", "focal", "soft_f1", "ce+soft_f1", "focal+soft_f1")
@@ -89,6 +89,8 @@ class MaskLoss(nn.Module):
     targets decoded from the class id, the age head's from the band (bands) or the age in years
     (regression, distribution: these need the ages). single: one 18-way loss. Kinds with `soft_f1`
     add (or, alone, use) `soft_f1_weight` x `soft_macro_f1_loss` of the 18-class probabilities.
+    `heads`: the heads that get a loss (a specialist run learns some of them; the others' logits are
+    left untrained).
     """
 
     def __init__(
@@ -99,6 +101,7 @@ class MaskLoss(nn.Module):
         focal_gamma: float = 2.0,
         head_weights: Sequence[float] = (1.0, 1.0, 1.0),
         soft_f1_weight: float = 1.0,
+        heads: Sequence[str] = HEAD_NAMES,
     ):
         super().__init__()
         if kind not in LOSS_KINDS:
@@ -108,7 +111,10 @@ class MaskLoss(nn.Module):
         self.spec = as_spec(head)
         self.smoothing = float(label_smoothing)
         self.gamma = float(focal_gamma) if kind == "focal" else 0.0
-        self.weights = dict(zip(("mask", "gender", "age"), (float(w) for w in head_weights)))
+        self.weights = dict(zip(HEAD_NAMES, (float(w) for w in head_weights)))
+        self.heads = tuple(h for h in HEAD_NAMES if h in heads)  # a specialist: the other heads get no loss
+        if self.spec.head == "single" and len(self.heads) < 3:
+            raise ValueError(f"heads {list(heads)}: a single 18-way head learns every head")
 
     def forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         self.spec.check(logits)
@@ -126,6 +132,8 @@ class MaskLoss(nn.Module):
             raise ValueError(f"age_head {self.spec.age_head!r} needs (class, age) targets")
         targets, cols = head_targets(cls), self.spec.slices()
         total = sum(self.weights[k] * smoothed_focal_ce(logits[:, cols[k]], targets[k], self.smoothing, self.gamma)
-                    for k in ("mask", "gender"))
+                    for k in ("mask", "gender") if k in self.heads)
+        if "age" not in self.heads:
+            return total
         return total + self.weights["age"] * age_loss(logits[:, cols["age"]], age, self.spec, targets["age"],
                                                       self.smoothing, self.gamma)

@@ -79,9 +79,9 @@ class FoldFiles:
         keep_metrics_before(self.metrics, epochs_done)
 
     def write_epoch(self, record: dict, ema_state: dict[str, torch.Tensor], ema_probs: Probs) -> None:
-        """When the epoch is the best by EMA 18-class macro F1: its checkpoint (EMA weights) and its
-        out-of-fold predictions (oof.csv); then the metrics line and curves.png (a picture that cannot
-        be drawn never stops training)."""
+        """When the epoch is the best by EMA 18-class macro F1 (a specialist: its heads' mean F1): its
+        checkpoint (EMA weights) and its out-of-fold predictions (oof.csv); then the metrics line and
+        curves.png (a picture that cannot be drawn never stops training)."""
         if record["best"]:
             info = {"fold": self.fold, "epoch": record["epoch"], "metrics": record["ema"]}
             save_best(self.fold_dir / "best.safetensors", ema_state, self.config, self.resolved, info)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from ..core.console import console, show
 from ..core.errors import UserError
+from ..core.labels import HEAD_NAMES
 from ..evaluation import metrics
 from ..evaluation.oof import class_probs, read_oof
 from ..training.config import TrainConfig, load_config, save_config
@@ -93,7 +94,8 @@ class EpochReader:
             lines = [ln for ln in path.read_text().splitlines() if ln.strip().endswith("}")]
             for line in lines[done:]:
                 record = json.loads(line)
-                out.append((place * self.epochs + int(record["epoch"]), float(record["ema"]["macro_f1"])))
+                ema = record["ema"]  # "score": what picks the epoch (older runs: the 18-class macro F1)
+                out.append((place * self.epochs + int(record["epoch"]), float(ema.get("score", ema["macro_f1"]))))
             self.seen[path] = len(lines)
         return out
 
@@ -119,10 +121,11 @@ def _stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
-def oof_macro_f1(run_dir: Path) -> float:
-    """The 18-class macro F1 of every fold's out-of-fold predictions together."""
+def oof_macro_f1(run_dir: Path, heads=HEAD_NAMES) -> float:
+    """The 18-class macro F1 of every fold's out-of-fold predictions together (a specialist trial's
+    heads: their mean macro F1, `metrics.selection_score`)."""
     oof = read_oof(run_dir)
-    return float(metrics.scores(oof["truth"].to_numpy(), class_probs(oof).argmax(1))["macro_f1"])
+    return metrics.selection_score(metrics.scores(oof["truth"].to_numpy(), class_probs(oof).argmax(1)), heads)
 
 
 def run_trial(trial, job: TuneJob) -> float:
@@ -142,7 +145,8 @@ def run_trial(trial, job: TuneJob) -> float:
                                 start_new_session=True,  # its own process group: stopped as a whole
                                 preexec_fn=_die_with_parent)
         try:
-            reader = EpochReader(run_dir, load_config(job.config, overrides).epochs)
+            trial_config = load_config(job.config, overrides)
+            reader = EpochReader(run_dir, trial_config.epochs)
             while True:
                 done = proc.poll() is not None
                 for step, f1 in reader.new():
@@ -157,7 +161,7 @@ def run_trial(trial, job: TuneJob) -> float:
     if proc.returncode != 0:
         raise TrialFailed(f"train.py exited with {proc.returncode}; see {run_dir.parent / f'{name}.log'}")
     try:
-        return oof_macro_f1(run_dir)
+        return oof_macro_f1(run_dir, trial_config.heads)
     except UserError as err:
         raise TrialFailed(str(err)) from None
 
