@@ -1,4 +1,4 @@
-"""`maskds` command line: synth, build, eda, score, oof, tune. Each subcommand is a thin call into its module."""
+"""`maskds` command line: synth, build, eda, score, oof, tune, pseudo. Each subcommand is a thin call into its module."""
 from __future__ import annotations
 
 import argparse
@@ -21,7 +21,7 @@ def _build(a: argparse.Namespace) -> int:
     from .data.cache import build_cache
 
     build_cache(a.data, a.cache, size_hw=tuple(a.size), folds=a.folds, seed=a.seed,
-                corrections=a.corrections, num_proc=a.num_proc, force=a.force)
+                corrections=a.corrections, num_proc=a.num_proc, force=a.force, extra=a.extra or [])
     return 0
 
 
@@ -45,6 +45,13 @@ def _oof(a: argparse.Namespace) -> int:
     if a.top < 1:
         raise UserError(f"--top must be >= 1, got {a.top}")
     run_oof(a.run, as_json=a.json, plot=a.plot, gallery=a.gallery, top=a.top, tune=a.tune_decision)
+    return 0
+
+
+def _pseudo(a: argparse.Namespace) -> int:
+    from .data.pseudo import make_pseudo_cache
+
+    make_pseudo_cache(a.probs, a.data, a.cache, a.out, a.min_prob)
     return 0
 
 
@@ -72,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Train with `accelerate launch train.py`, predict with `python infer.py`.",
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_synth, _add_build, _add_eda, _add_score, _add_oof, _add_tune):
+    for add in (_add_synth, _add_build, _add_eda, _add_score, _add_oof, _add_tune, _add_pseudo):
         add(sub)
     return p
 
@@ -104,7 +111,26 @@ def _add_build(sub) -> None:
     b.add_argument("--num-proc", type=int, default=None, help="worker processes (default: CPU count)")
     b.add_argument("--force", action="store_true",
                    help="replace an existing cache built with other inputs or arguments")
+    b.add_argument("--extra", type=Path, action="append", default=None, metavar="DIR",
+                   help="extra training images with partial labels: DIR/labels.csv (image, and any of mask, "
+                   "gender, age, person; empty = unknown) and the images; they train every fold and never "
+                   "validate, and the loss skips the heads a row has no label for; repeatable")
     b.set_defaults(func=_build)
+
+
+def _add_pseudo(sub) -> None:
+    s = sub.add_parser("pseudo", help="add confidently predicted eval images to a copy of a cache as training rows",
+                       description="Eval images whose largest class probability (in a probabilities file "
+                       "written by infer.py) is at least --min-prob become training rows of OUT_CACHE, a "
+                       "copy of CACHE: labels from that class (age band only), in a fold that never "
+                       "validates, marked pseudo (train.py weighs them with pseudo_weight). CACHE is untouched.")
+    s.add_argument("probs", type=Path, metavar="PROBS_CSV", help="probabilities file from infer.py (OUT.probs.csv)")
+    s.add_argument("data", type=Path, metavar="DATA/eval", help="the eval folder those probabilities are for")
+    s.add_argument("cache", type=Path, metavar="CACHE", help="the cache to copy")
+    s.add_argument("out", type=Path, metavar="OUT_CACHE", help="the new cache (must not exist)")
+    s.add_argument("--min-prob", type=float, required=True, metavar="P",
+                   help="least class probability an image needs, in (0, 1] (e.g. 0.9)")
+    s.set_defaults(func=_pseudo)
 
 
 def _add_eda(sub) -> None:

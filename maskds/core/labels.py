@@ -7,6 +7,11 @@ AGE_NAMES = ("<30", "30-59", ">=60")
 HEADS = {"mask": MASK_NAMES, "gender": GENDER_NAMES, "age": AGE_NAMES}
 HEAD_SIZES = {"mask": 3, "gender": 2, "age": 3}
 HEAD_NAMES = ("mask", "gender", "age")  # the three heads, in class-id order (class = mask*6 + gender*3 + band)
+
+# Which labels a training row has (bits of the `known` target column): extra data may lack some, a
+# pseudo-labelled row has the age band but not the age in years. Missing labels are -1 in the cache.
+KNOWN_MASK, KNOWN_GENDER, KNOWN_BAND, KNOWN_AGE, PSEUDO = 1, 2, 4, 8, 16
+ALL_KNOWN = KNOWN_MASK | KNOWN_GENDER | KNOWN_BAND | KNOWN_AGE
 NUM_CLASSES = 18
 
 # The seven image stems of every person folder and the mask state each one shows.

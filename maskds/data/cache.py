@@ -18,21 +18,39 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ..core import images
 from ..core.errors import UserError
 from .corrections import apply_corrections, load_corrections
+from .extra import check_extra, extra_fingerprint
 from .folds import assign_folds, person_table
 from .layout import Layout, raise_problems, scan
 from .summary import counts, print_summary
 
 FORMAT_VERSION = 1
+TRAIN_ONLY_FOLD = -1  # the fold of rows that train every fold and never validate (extra data, pseudo labels)
 META_NAME = "maskds_cache.json"
 TRAIN_FEATURES = datasets.Features({
     "image": datasets.Image(), "person_id": datasets.Value("string"), "mask": datasets.Value("int64"),
     "gender": datasets.Value("int64"), "race": datasets.Value("string"), "age": datasets.Value("int64"),
     "fold": datasets.Value("int64"), "image_name": datasets.Value("string"), "path": datasets.Value("string"),
 })
+# A cache with extra data (`--extra`) or pseudo labels has two more train columns: `age_band` (-1 but for a
+# pseudo label, which knows the band and not the age) and `origin` (train | extra | pseudo).
+PARTIAL_COLUMNS = {"age_band": datasets.Value("int64"), "origin": datasets.Value("string")}
 EVAL_FEATURES = datasets.Features({
     "image": datasets.Image(), "image_id": datasets.Value("string"), "path": datasets.Value("string"),
 })
 console = Console(stderr=True)
+
+
+def partial_features() -> datasets.Features:
+    return datasets.Features({**TRAIN_FEATURES, **PARTIAL_COLUMNS})
+
+
+def with_origin(train: datasets.Dataset) -> datasets.Dataset:
+    """A train split with the partial-label columns (`age_band` -1, `origin` train) when it lacks them."""
+    if "origin" in train.column_names:
+        return train
+    n = len(train)
+    return (train.add_column("age_band", [-1] * n, feature=PARTIAL_COLUMNS["age_band"])
+            .add_column("origin", ["train"] * n, feature=PARTIAL_COLUMNS["origin"]))
 
 
 def _encode_one(task: tuple[str, tuple[int, int] | None]) -> tuple[bool, bytes | str]:
@@ -151,7 +169,7 @@ def _split(rows_meta: list[dict], tasks: list, features, num_proc: int, progress
 
 
 def _write(data: Path, cache: Path, train_rows: list[dict], eval_rows: list[dict] | None,
-           size_hw: tuple[int, int], num_proc: int, meta: dict) -> float:
+           size_hw: tuple[int, int], num_proc: int, meta: dict, extra_rows: list[dict] = ()) -> float:
     """Build the DatasetDict beside CACHE under a temporary name, then rename it; returns seconds spent."""
     cache.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{cache.name}.building-", dir=cache.parent))
@@ -161,8 +179,11 @@ def _write(data: Path, cache: Path, train_rows: list[dict], eval_rows: list[dict
     try:
         failures: list[str] = []
         splits = {}
+        if extra_rows:  # the partial-label columns, and the extra rows after the competition's
+            train_rows = [{**r, "age_band": -1, "origin": "train"} for r in train_rows] + list(extra_rows)
+        train_features = partial_features() if extra_rows else TRAIN_FEATURES
         with _progress() as progress:
-            for name, rows, features in (("train", train_rows, TRAIN_FEATURES), ("eval", eval_rows, EVAL_FEATURES)):
+            for name, rows, features in (("train", train_rows, train_features), ("eval", eval_rows, EVAL_FEATURES)):
                 if rows is None:
                     continue
                 tasks = [(str(data / r["path"]), tuple(size_hw)) for r in rows]
@@ -194,17 +215,22 @@ def _check_args(size_hw, folds: int, num_proc: int | None) -> tuple[tuple[int, i
 
 def build_cache(data: str | Path, cache: str | Path, size_hw=(384, 288), folds: int = 5, seed: int = 42,
                 corrections: str | Path | None = "default", num_proc: int | None = None,
-                force: bool = False) -> Path:
-    """Validate DATA, apply corrections, assign folds and write CACHE atomically (see ARCHITECTURE.md)."""
+                force: bool = False, extra: list[str | Path] = ()) -> Path:
+    """Validate DATA (and the `extra` folders: `data.extra`), apply corrections, assign folds and write
+    CACHE atomically (see ARCHITECTURE.md)."""
     data, cache = Path(data), Path(cache)
     size_hw, num_proc = _check_args(size_hw, folds, num_proc)
     corr = load_corrections(corrections)
+    extra_rows = check_extra(extra) if extra else []
     layout = scan(data)
     if layout.problems:
         # Report every problem together: decode what was found too before giving up.
         raise_problems(data, layout.problems + _undecodable(data, layout.found, num_proc))
     args = {"size": list(size_hw), "folds": folds, "seed": seed, "corrections": corr.source}
     fingerprint = inputs_fingerprint(data, layout, corr.sha256)
+    if extra:
+        args["extra"] = [str(Path(f).resolve()) for f in extra]
+        fingerprint = hashlib.sha256(f"{fingerprint} {extra_fingerprint(extra, extra_rows)}".encode()).hexdigest()
     if _reuse(cache, args, fingerprint, force):
         return cache
     records, applied, missing = apply_corrections(layout.train, corr)
@@ -222,9 +248,9 @@ def build_cache(data: str | Path, cache: str | Path, size_hw=(384, 288), folds: 
             "corrections": {"source": corr.source, "sha256": corr.sha256, "applied": applied,
                             "not_found": missing},
             "inputs_fingerprint": fingerprint, "data": str(data.resolve()),
-            "counts": counts(train_rows, eval_rows, folds)}
-    seconds = _write(data, cache, train_rows, eval_rows, size_hw, num_proc, meta)
-    n = len(train_rows) + len(eval_rows or [])
+            "counts": {**counts(train_rows, eval_rows, folds), "extra_images": len(extra_rows)}}
+    seconds = _write(data, cache, train_rows, eval_rows, size_hw, num_proc, meta, extra_rows)
+    n = len(train_rows) + len(extra_rows) + len(eval_rows or [])
     print_summary(meta, Console())
     console.print(f"wrote {cache}: {n} images in {seconds:.1f} s ({n / seconds:.0f} images/s, "
                   f"{num_proc} process{'es' if num_proc > 1 else ''})")

@@ -44,6 +44,9 @@ def print_summary(meta: dict, console: Console) -> None:
     head.add_row("persons", str(c["persons"]))
     head.add_row("train images", str(c["train_images"]))
     head.add_row("eval images", "no eval/" if c["eval_images"] is None else str(c["eval_images"]))
+    for kind in ("extra", "pseudo"):  # training rows that never validate (partial or pseudo labels)
+        if c.get(f"{kind}_images"):
+            head.add_row(f"{kind} images (train only)", str(c[f"{kind}_images"]))
     for name, values in (("mask", c["mask"]), ("gender", c["gender"]), ("age", c["age_band"])):
         for label, n in zip(labels.HEADS[name], values):
             head.add_row(f"{name} {label}", f"{n} ({n / max(c['train_images'], 1):.0%})")

@@ -73,6 +73,7 @@ class TrainConfig:
     label_smoothing: float = 0.1
     focal_gamma: float = 2.0
     head_weights: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])  # mask, gender, age
+    pseudo_weight: float = 1.0                # loss weight of pseudo-labelled rows (`maskds pseudo`); 0 ignores them
     heads: list[str] = field(default_factory=lambda: list(HEAD_NAMES))  # the heads this run learns: a
                                               # specialist (e.g. [age]) is assembled with others by
                                               # `infer.py --head age=RUN ...`; its epochs are picked by
@@ -235,6 +236,8 @@ def _menu_problems(c: TrainConfig) -> list[str]:
     problems = []
     if c.loss not in LOSS_KINDS:
         problems.append(f"loss: must be one of {', '.join(LOSS_KINDS)}, got {c.loss!r}")
+    if c.pseudo_weight < 0:
+        problems.append(f"pseudo_weight: must be >= 0, got {c.pseudo_weight}")
     if c.soft_f1_weight < 0:
         problems.append(f"soft_f1_weight: must be >= 0, got {c.soft_f1_weight}")
     if c.scheduler not in SCHEDULERS:

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..core import images
 from ..core.errors import UserError
-from ..core.labels import age_band, encode
+from ..core.labels import KNOWN_AGE, KNOWN_BAND, KNOWN_GENDER, KNOWN_MASK, PSEUDO, age_band, encode
 from ..data.cache import load_cache
 
 
@@ -26,17 +26,36 @@ def load_train_split(cache: str | Path) -> tuple[datasets.Dataset, dict]:
     return dsd["train"].cast_column("image", datasets.Image(decode=False)), meta
 
 
-def class_labels(table: datasets.Dataset, age_thresholds: Sequence[int]) -> np.ndarray:
-    """18-class ids of every row; age bands come from the raw age with the training thresholds."""
+def _label_columns(table: datasets.Dataset, age_thresholds: Sequence[int]) -> tuple[np.ndarray, ...]:
+    """mask, gender, age band, age and KNOWN_* bits of every row (-1 where a label is missing: extra
+    data without it; a pseudo-labelled row has the band in `age_band` and no age)."""
+    n = len(table)
     mask = np.asarray(table["mask"], dtype=np.int64)
     gender = np.asarray(table["gender"], dtype=np.int64)
-    bands = np.array([age_band(int(a), tuple(age_thresholds)) for a in table["age"]], dtype=np.int64)
-    return encode(mask, gender, bands)
+    age = np.asarray(table["age"], dtype=np.int64)
+    given = np.asarray(table["age_band"], dtype=np.int64) if "age_band" in table.column_names else np.full(n, -1)
+    bands = np.array([age_band(int(a), tuple(age_thresholds)) if a >= 0 else b for a, b in zip(age, given)],
+                     dtype=np.int64).reshape(n)
+    known = ((mask >= 0) * KNOWN_MASK + (gender >= 0) * KNOWN_GENDER + (bands >= 0) * KNOWN_BAND
+             + (age >= 0) * KNOWN_AGE)
+    if "origin" in table.column_names:
+        known = known + (np.asarray(table["origin"]) == "pseudo") * PSEUDO
+    return mask, gender, bands, age, known.astype(np.int64)
+
+
+def class_labels(table: datasets.Dataset, age_thresholds: Sequence[int]) -> np.ndarray:
+    """18-class ids of every row; age bands come from the raw age with the training thresholds (a
+    missing label counts as its first value: `class_and_age`'s `known` says which are real)."""
+    mask, gender, bands, _, _ = _label_columns(table, age_thresholds)
+    return encode(np.maximum(mask, 0), np.maximum(gender, 0), np.maximum(bands, 0))
 
 
 def class_and_age(table: datasets.Dataset, age_thresholds: Sequence[int]) -> np.ndarray:
-    """[N, 2] rows of (18-class id with the given age bands, age in years): what every age head learns from."""
-    return np.stack([class_labels(table, age_thresholds), np.asarray(table["age"], dtype=np.int64)], axis=1)
+    """[N, 3] rows of (18-class id with the given age bands, age in years or -1, known): what every
+    loss learns from; `known` holds the KNOWN_* bits of the labels a row has (`core.labels`)."""
+    mask, gender, bands, age, known = _label_columns(table, age_thresholds)
+    cls = encode(np.maximum(mask, 0), np.maximum(gender, 0), np.maximum(bands, 0))
+    return np.stack([cls, age, known], axis=1)
 
 
 @dataclass(frozen=True)
@@ -47,7 +66,8 @@ class FoldSplit:
 
 
 def fold_split(table: datasets.Dataset, fold: int, drop_ages: Sequence[int] = ()) -> FoldSplit:
-    """Validate on fold `fold`, train on the others; `drop_ages` leave training only (never validation)."""
+    """Validate on fold `fold`, train on the others; `drop_ages` leave training only (never validation).
+    Rows of fold -1 (extra data, pseudo labels: `data.cache.TRAIN_ONLY_FOLD`) are in every fold's training set."""
     folds = np.asarray(table["fold"], dtype=np.int64)
     ages = np.asarray(table["age"], dtype=np.int64)
     val = np.flatnonzero(folds == fold)
@@ -61,7 +81,7 @@ def fold_split(table: datasets.Dataset, fold: int, drop_ages: Sequence[int] = ()
 class CachedImages(Dataset):
     """(uint8 image tensor, target) for chosen rows; JPEG bytes are decoded here, inside workers.
 
-    `labels` holds one row per table row: an 18-class id, or a vector such as (class id, age)
+    `labels` holds one row per table row: an 18-class id, or a vector such as (class id, age, known)
     (`class_and_age`); batches then carry [B] or [B, k] targets.
 
     Augmentations are seeded per sample from (seed, epoch, index), not per worker: every sample draws

@@ -16,7 +16,7 @@ from ..core.console import show
 from ..core.distributed import on_main, use_cpu
 from ..core.errors import UserError
 from ..core.probabilities import Probs
-from ..data.cache import cache_id
+from ..data.cache import TRAIN_ONLY_FOLD, cache_id
 from ..evaluation.metrics import selection_score
 from .checkpoint import resolved_metadata, resume_dir, save_state_atomic
 from .config import TrainConfig
@@ -114,7 +114,7 @@ def run(config: TrainConfig) -> None:
     if not timm.is_model(config.model):
         raise UserError(f"model: {config.model!r} is not a timm model name (see timm.list_models())")
     table, meta = load_train_split(config.cache)
-    plan = plan_folds(config, sorted(set(table["fold"])))
+    plan = plan_folds(config, sorted(k for k in set(table["fold"]) if k != TRAIN_ONLY_FOLD))
     processes = PartialState(cpu=use_cpu())
     processes.wait_for_everyone()  # every process has passed the checks before any writes
     cache_size = list(meta["args"]["size"])
@@ -166,7 +166,7 @@ def train_fold(config: TrainConfig, data: TrainData, fold: int, fold_dir: Path, 
     on_main(accelerator, "starting the trackers",
             lambda: accelerator.init_trackers(f"{config.name}-fold{fold}", config={**hparams, "fold": fold}))
     loss_fn = MaskLoss(config.head_spec(), config.loss, config.label_smoothing, config.focal_gamma, config.head_weights,
-                       config.soft_f1_weight, config.heads)
+                       config.soft_f1_weight, config.heads, config.pseudo_weight)
     first = state.progress.epoch
     for epoch in range(first, config.epochs):
         record, ema_probs = run_epoch(accelerator, state, loaders, loss_fn, config, fold)

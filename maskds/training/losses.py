@@ -8,7 +8,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core.labels import CENSORED_AGE, HEAD_NAMES
+from ..core.labels import (
+    CENSORED_AGE,
+    DEFAULT_AGE_THRESHOLDS,
+    HEAD_NAMES,
+    KNOWN_AGE,
+    KNOWN_BAND,
+    KNOWN_GENDER,
+    KNOWN_MASK,
+    PSEUDO,
+)
 from ..core.probabilities import AGE_CENTER, AGE_RANGE, AGE_SCALE, AGE_SIGMA, HeadSpec, as_spec, probabilities
 
 LOSS_KINDS = ("ce", "focal", "soft_f1", "ce+soft_f1", "focal+soft_f1")
@@ -20,70 +29,112 @@ def head_targets(cls: torch.Tensor) -> dict[str, torch.Tensor]:
     return {"mask": cls // 6, "gender": (cls // 3) % 2, "age": cls % 3}
 
 
-def smoothed_focal_ce(
-    logits: torch.Tensor, target: torch.Tensor, smoothing: float = 0.0, gamma: float = 0.0
-) -> torch.Tensor:
-    """Mean cross-entropy with label smoothing, times (1 - p_true)^gamma when gamma > 0 (focal loss).
+def per_sample_ce(logits: torch.Tensor, target: torch.Tensor, smoothing: float = 0.0,
+                  gamma: float = 0.0) -> torch.Tensor:
+    """[B] cross-entropies with label smoothing, times (1 - p_true)^gamma when gamma > 0 (focal loss).
 
-    With gamma == 0 it is `F.cross_entropy(logits, target, label_smoothing=smoothing)`: one fused
-    kernel instead of five.
+    With gamma == 0 it is `F.cross_entropy(logits, target, label_smoothing=smoothing, reduction="none")`:
+    one fused kernel instead of five.
     """
     if gamma == 0:
-        return F.cross_entropy(logits.float(), target, label_smoothing=smoothing)
+        return F.cross_entropy(logits.float(), target, label_smoothing=smoothing, reduction="none")
     logp = F.log_softmax(logits.float(), dim=-1)
     nll = -logp.gather(1, target[:, None]).squeeze(1)
     per_sample = (1.0 - smoothing) * nll - smoothing * logp.mean(dim=-1)
-    if gamma > 0:
-        p_true = torch.exp(-nll)
-        per_sample = (1.0 - p_true).pow(gamma) * per_sample
-    return per_sample.mean()
+    return (1.0 - torch.exp(-nll)).pow(gamma) * per_sample
 
 
-def age_loss(age_logits: torch.Tensor, age: torch.Tensor, spec: HeadSpec, band: torch.Tensor,
-             smoothing: float, gamma: float) -> torch.Tensor:
-    """The age head's loss: CE/focal over bands, Huber on the scaled age (regression), or cross-entropy
-    against a Gaussian of AGE_TARGET_SIGMA years around the true age (distribution).
+def smoothed_focal_ce(logits: torch.Tensor, target: torch.Tensor, smoothing: float = 0.0,
+                      gamma: float = 0.0) -> torch.Tensor:
+    """The mean of `per_sample_ce`."""
+    return per_sample_ce(logits, target, smoothing, gamma).mean()
+
+
+def weighted_mean(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """sum(w x v) / sum(w); 0 (with the graph kept) when no row has weight: no host sync on a GPU."""
+    return (values * weights).sum() / weights.sum().clamp_min(1e-12)
+
+
+def _band_bounds(band: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """[low, high) in years of competition age bands (a pseudo label knows the band, not the age)."""
+    edges = torch.tensor([0.0, *DEFAULT_AGE_THRESHOLDS, float("inf")], device=band.device)
+    return edges[band], edges[band + 1]
+
+
+def age_losses(age_logits: torch.Tensor, age: torch.Tensor | None, spec: HeadSpec, band: torch.Tensor,
+               smoothing: float, gamma: float, has_age: torch.Tensor | None = None) -> torch.Tensor:
+    """[B] losses of the age head: CE/focal over bands, Huber on the scaled age (regression), or
+    cross-entropy against a Gaussian of AGE_TARGET_SIGMA years around the true age (distribution).
 
     CENSORED_AGE means "that age or older" (the data records everyone 60+ as 60): regression is then
     penalised only below it plus AGE_SIGMA (its band probabilities assume that error), and the
-    distribution's target keeps only the ages from it up. Without
-    that, a perfect model would give a recorded 60 about half its mass below 60: the >= 60 band, the
-    rarest class, would be under-predicted.
+    distribution's target keeps only the ages from it up. Without that, a perfect model would give a
+    recorded 60 about half its mass below 60: the >= 60 band, the rarest class, would be under-predicted.
+    Rows where `has_age` is False know only the (competition) band: regression is penalised outside
+    it, the distribution by -log of its mass inside it.
     """
     if spec.age_head == "bands":
-        return smoothed_focal_ce(age_logits, band, smoothing, gamma)
+        return per_sample_ce(age_logits, band, smoothing, gamma)
     age = age.float()
+    has_age = torch.ones_like(age, dtype=torch.bool) if has_age is None else has_age
+    low, high = _band_bounds(band)
     censored = (age == CENSORED_AGE)[:, None]
     if spec.age_head == "regression":
         target = (torch.where(censored[:, 0], age + AGE_SIGMA, age) - AGE_CENTER) / AGE_SCALE
         pred = age_logits[:, 0].float()
-        pred = torch.where(censored[:, 0], torch.minimum(pred, target), pred)  # above a censored age: no loss
-        return F.smooth_l1_loss(pred, target, beta=2.0 / AGE_SCALE)  # quadratic within 2 years
+        exact = torch.where(censored[:, 0], torch.minimum(pred, target), pred)  # above a censored age: no loss
+        inside = pred.detach().clamp((low - AGE_CENTER) / AGE_SCALE, (high - AGE_CENTER) / AGE_SCALE)
+        pred = torch.where(has_age, exact, pred)
+        target = torch.where(has_age, target, inside)
+        return F.smooth_l1_loss(pred, target, beta=2.0 / AGE_SCALE, reduction="none")  # quadratic within 2 years
     ages = torch.arange(AGE_RANGE[0], AGE_RANGE[1] + 1, device=age_logits.device, dtype=torch.float32)
     centre = age.clamp(*AGE_RANGE)[:, None]
     logit = -0.5 * ((ages[None, :] - centre) / AGE_TARGET_SIGMA) ** 2
     logit = logit.masked_fill(censored & (ages[None, :] < centre), float("-inf"))
-    target = torch.softmax(logit, dim=-1)
-    return -(target * F.log_softmax(age_logits.float(), dim=-1)).sum(-1).mean()
+    logp = F.log_softmax(age_logits.float(), dim=-1)
+    exact = -(torch.softmax(logit, dim=-1) * logp).sum(-1)
+    in_band = (ages[None, :] >= low[:, None]) & (ages[None, :] < high[:, None])
+    return torch.where(has_age, exact, -torch.logsumexp(logp.masked_fill(~in_band, float("-inf")), dim=-1))
 
 
-def soft_macro_f1_loss(probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def soft_macro_f1_loss(probs: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
     """1 - the batch's macro F1 over all classes, with probabilities in place of 0/1 predictions.
 
     Per class c: tp = sum p_c over its images, fp = sum p_c over the others, fn = sum (1 - p_c) over
     its images, F1 = 2tp / (2tp + fp + fn). Macro F1 weighs every class alike, as the competition does,
     so the rare classes pull as hard as the common ones. A class with no image in the batch scores 0
-    whatever is predicted (no gradient): over batches, every class counts.
+    whatever is predicted (no gradient): over batches, every class counts. `weights`: per row (rows
+    without all three labels weigh 0).
     """
     onehot = F.one_hot(target, probs.shape[1]).to(probs.dtype)
-    tp = (probs * onehot).sum(0)
-    fp = (probs * (1 - onehot)).sum(0)
-    fn = ((1 - probs) * onehot).sum(0)
+    w = torch.ones_like(probs[:, :1]) if weights is None else weights[:, None].to(probs.dtype)
+    tp = (w * probs * onehot).sum(0)
+    fp = (w * probs * (1 - onehot)).sum(0)
+    fn = (w * (1 - probs) * onehot).sum(0)
     return 1 - (2 * tp / (2 * tp + fp + fn + 1e-7)).mean()
 
 
+def label_weights(known: torch.Tensor | None, n: int, pseudo_weight: float, device) -> dict[str, torch.Tensor]:
+    """Per-row weights of each loss term: 0 where the row lacks the label the term needs, `pseudo_weight`
+    on pseudo-labelled rows, else 1 (`known`: the KNOWN_* bits of each row; None: every label known)."""
+    if known is None:
+        ones = torch.ones(n, device=device)
+        return {"mask": ones, "gender": ones, "band": ones, "age": ones, "class": ones}
+    base = torch.where((known & PSEUDO) != 0, float(pseudo_weight), 1.0)
+
+    def has(bits: int, every: bool = True) -> torch.Tensor:
+        hit = (known & bits) == bits if every else (known & bits) != 0
+        return hit.float() * base
+
+    return {"mask": has(KNOWN_MASK), "gender": has(KNOWN_GENDER), "band": has(KNOWN_BAND),
+            "age": has(KNOWN_BAND | KNOWN_AGE, every=False), "class": has(KNOWN_MASK | KNOWN_GENDER | KNOWN_BAND)}
+
+
 class MaskLoss(nn.Module):
-    """Loss of a model's logits against targets: 18-class ids [B], or [B, 2] rows of (class id, age).
+    """Loss of a model's logits against targets: 18-class ids [B], [B, 2] rows of (class id, age), or
+    [B, 3] rows of (class id, age, known): `known`'s KNOWN_* bits say which labels the row has (each
+    term is averaged over the rows that have its label), PSEUDO marks a pseudo label (weighed
+    `pseudo_weight`).
 
     multihead: weighted sum of the mask (3), gender (2) and age heads' losses, the mask and gender
     targets decoded from the class id, the age head's from the band (bands) or the age in years
@@ -102,6 +153,7 @@ class MaskLoss(nn.Module):
         head_weights: Sequence[float] = (1.0, 1.0, 1.0),
         soft_f1_weight: float = 1.0,
         heads: Sequence[str] = HEAD_NAMES,
+        pseudo_weight: float = 1.0,
     ):
         super().__init__()
         if kind not in LOSS_KINDS:
@@ -115,25 +167,30 @@ class MaskLoss(nn.Module):
         self.heads = tuple(h for h in HEAD_NAMES if h in heads)  # a specialist: the other heads get no loss
         if self.spec.head == "single" and len(self.heads) < 3:
             raise ValueError(f"heads {list(heads)}: a single 18-way head learns every head")
+        self.pseudo_weight = float(pseudo_weight)
 
     def forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         self.spec.check(logits)
         cls = y[:, 0] if y.ndim == 2 else y
+        known = y[:, 2] if y.ndim == 2 and y.shape[1] > 2 else None
+        w = label_weights(known, len(y), self.pseudo_weight, logits.device)
         soft = 0.0
         if self.soft_f1:
-            soft = self.soft_f1 * soft_macro_f1_loss(probabilities(logits, self.spec)["class"], cls)
-        return soft + self._per_head(logits, y) if self.per_head else soft
+            soft = self.soft_f1 * soft_macro_f1_loss(probabilities(logits, self.spec)["class"], cls, w["class"])
+        return soft + self._per_head(logits, y, w, known) if self.per_head else soft
 
-    def _per_head(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def _per_head(self, logits: torch.Tensor, y: torch.Tensor, w: dict, known: torch.Tensor | None) -> torch.Tensor:
         cls, age = (y[:, 0], y[:, 1]) if y.ndim == 2 else (y, None)
         if self.spec.head == "single":
-            return smoothed_focal_ce(logits, cls, self.smoothing, self.gamma)
+            return weighted_mean(per_sample_ce(logits, cls, self.smoothing, self.gamma), w["class"])
         if age is None and self.spec.age_head != "bands":
             raise ValueError(f"age_head {self.spec.age_head!r} needs (class, age) targets")
         targets, cols = head_targets(cls), self.spec.slices()
-        total = sum(self.weights[k] * smoothed_focal_ce(logits[:, cols[k]], targets[k], self.smoothing, self.gamma)
+        total = sum(self.weights[k] * weighted_mean(per_sample_ce(logits[:, cols[k]], targets[k], self.smoothing,
+                                                                  self.gamma), w[k])
                     for k in ("mask", "gender") if k in self.heads)
         if "age" not in self.heads:
             return total
-        return total + self.weights["age"] * age_loss(logits[:, cols["age"]], age, self.spec, targets["age"],
-                                                      self.smoothing, self.gamma)
+        has_age = None if known is None else (known & KNOWN_AGE) != 0
+        per = age_losses(logits[:, cols["age"]], age, self.spec, targets["age"], self.smoothing, self.gamma, has_age)
+        return total + self.weights["age"] * weighted_mean(per, w["band" if self.spec.age_head == "bands" else "age"])
