@@ -1,4 +1,4 @@
-"""`maskds` command line: synth, build, eda, score, oof, tune, pseudo. Each subcommand is a thin call into its module."""
+"""`maskds` command line: synth, build, eda, score, oof, tune, pseudo; each a thin call into its module."""
 from __future__ import annotations
 
 import argparse
@@ -21,7 +21,8 @@ def _build(a: argparse.Namespace) -> int:
     from .data.cache import build_cache
 
     build_cache(a.data, a.cache, size_hw=tuple(a.size), folds=a.folds, seed=a.seed,
-                corrections=a.corrections, num_proc=a.num_proc, force=a.force, extra=a.extra or [])
+                corrections=a.corrections, num_proc=a.num_proc, force=a.force, extra=a.extra or [],
+                face_crop=a.face_crop, face_margin=a.face_margin)
     return 0
 
 
@@ -111,6 +112,13 @@ def _add_build(sub) -> None:
     b.add_argument("--num-proc", type=int, default=None, help="worker processes (default: CPU count)")
     b.add_argument("--force", action="store_true",
                    help="replace an existing cache built with other inputs or arguments")
+    b.add_argument("--face-crop", nargs="?", const="mtcnn", default="none", metavar="mtcnn|fixed",
+                   help="crop each photo to its face before resizing: mtcnn (facenet-pytorch's detector, "
+                   "weights installed with maskds; photos without a face found fall back to the fixed "
+                   "crop and are listed) or fixed (the upper-centre box of a chest-up portrait); inference "
+                   "crops the same way (default: no crop; --face-crop alone = mtcnn)")
+    b.add_argument("--face-margin", type=float, default=0.15, metavar="F",
+                   help="face crop margin on each side, as a fraction of the face box (default 0.15)")
     b.add_argument("--extra", type=Path, action="append", default=None, metavar="DIR",
                    help="extra training images with partial labels: DIR/labels.csv (image, and any of mask, "
                    "gender, age, person; empty = unknown) and the images; they train every fold and never "

@@ -14,7 +14,6 @@ import pytest
 
 from maskds.core import images
 from maskds.core.errors import UserError
-from maskds.data import cache as cache_mod
 from maskds.data.cache import META_NAME, build_cache, load_cache
 from maskds.data.layout import read_train
 
@@ -145,7 +144,7 @@ def test_an_interrupted_build_leaves_no_cache(synth_data, tmp_path, monkeypatch,
             if calls["n"] == 10:
                 raise KeyboardInterrupt  # as if Ctrl-C arrived mid-build
             return real(img, quality)
-        monkeypatch.setattr(cache_mod.images, "encode_jpeg", flaky)
+        monkeypatch.setattr(images, "encode_jpeg", flaky)
         expected = KeyboardInterrupt
     else:
         real_save = datasets.DatasetDict.save_to_disk

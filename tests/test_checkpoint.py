@@ -45,7 +45,7 @@ def test_metadata_is_plain_strings_in_the_documented_format(tmp_path):
     assert json.loads(meta["config"]) == cfg.to_dict()
     assert json.loads(meta["resolved"])["image_size"] == [64, 48]
     assert set(json.loads(meta["resolved"])) == {"model", "head", "age_head", "image_size", "mean", "std", "cache_size",
-                                                "age_thresholds", "heads"}
+                                                "age_thresholds", "heads", "face_crop"}
     assert json.loads(meta["resolved"])["heads"] == ["mask", "gender", "age"]
 
 

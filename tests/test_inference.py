@@ -29,7 +29,7 @@ def make_run(root, head="multihead", folds=(0, 1), image_size=(40, 32), cache_si
                          mean=MEAN, std=STD, heads=list(heads))
     resolved = {"model": "test_efficientnet", "head": head, "age_head": "bands", "image_size": list(image_size),
                 "mean": MEAN, "std": STD, "cache_size": list(cache_size), "age_thresholds": [30, 60],
-                "heads": list(heads)}
+                "heads": list(heads), "face_crop": None}
     for k in folds:
         torch.manual_seed(seed * 100 + k)
         model = create_model("test_efficientnet", head)
@@ -208,7 +208,8 @@ def test_each_image_is_decoded_once_per_cache_size(tmp_path, eval_dir, monkeypat
     import maskds.inference.predict as predict
 
     calls = []
-    monkeypatch.setattr(predict, "cached_pixels", lambda p, size: calls.append(size) or cached_pixels(p, size))
+    monkeypatch.setattr(predict, "cached_pixels",
+                        lambda p, size, crop=None: calls.append(size) or cached_pixels(p, size, crop))
     a = make_run(tmp_path / "a", folds=(0, 1), image_size=(40, 32), cache_size=(48, 36))
     b = make_run(tmp_path / "b", folds=(0,), image_size=(24, 24), cache_size=(48, 36))   # same cache size
     c = make_run(tmp_path / "c", folds=(0,), image_size=(40, 32), cache_size=(44, 33))   # another one

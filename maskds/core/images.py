@@ -44,14 +44,25 @@ def load_rgb(source: str | Path | bytes) -> np.ndarray:
     return np.asarray(open_rgb(source))
 
 
-def prepare(source: str | Path | bytes, size_hw: tuple[int, int] | None) -> Image.Image:
-    """Decode upright RGB and resize to (height, width): the one resize done at build and inference."""
-    img = open_rgb(source)
+def prepare(source: str | Path | bytes, size_hw: tuple[int, int] | None, crop: tuple | None = None) -> Image.Image:
+    """Decode upright RGB, crop the face when `crop` = (method, margin) says so (`core.faces`), and resize
+    to (height, width): the one resize done at build and inference."""
+    return prepare_with_box(source, size_hw, crop)[0]
+
+
+def prepare_with_box(source: str | Path | bytes, size_hw: tuple[int, int] | None,
+                     crop: tuple | None = None) -> tuple[Image.Image, list[float] | None, bool]:
+    """`prepare`, and the face box (fractions of the photo; None without a crop) and whether it was found."""
+    img, box, found = open_rgb(source), None, False
+    if crop is not None and crop[0] != "none":
+        from .faces import face_crop
+
+        img, box, found = face_crop(img, crop[0], size_hw or img.size[::-1], crop[1])
     if size_hw is not None:
         h, w = int(size_hw[0]), int(size_hw[1])
         if img.size != (w, h):
             img = img.resize((w, h), RESAMPLE)
-    return img
+    return img, box, found
 
 
 def encode_jpeg(img: Image.Image, quality: int = 95) -> bytes:
@@ -63,17 +74,19 @@ def encode_jpeg(img: Image.Image, quality: int = 95) -> bytes:
     return buf.getvalue()
 
 
-def cache_bytes(source: str | Path | bytes, size_hw: tuple[int, int] | None) -> bytes:
-    """What `maskds build` stores for an image: upright RGB, resized once, JPEG-encoded."""
-    return encode_jpeg(prepare(source, size_hw))
+def cache_bytes(source: str | Path | bytes, size_hw: tuple[int, int] | None, crop: tuple | None = None) -> bytes:
+    """What `maskds build` stores for an image: upright RGB, the face cropped if asked, resized once,
+    JPEG-encoded."""
+    return encode_jpeg(prepare(source, size_hw, crop))
 
 
-def cached_pixels(source: str | Path | bytes, size_hw: tuple[int, int] | None) -> np.ndarray:
+def cached_pixels(source: str | Path | bytes, size_hw: tuple[int, int] | None, crop: tuple | None = None) -> np.ndarray:
     """The pixels a training loader sees for this image: `decode_cached(cache_bytes(...))`.
 
-    Inference uses it on raw eval files so the model gets exactly the pipeline it was trained on.
+    Inference uses it on raw eval files so the model gets exactly the pipeline it was trained on
+    (the same face crop when the cache had one).
     """
-    return decode_cached(cache_bytes(source, size_hw))
+    return decode_cached(cache_bytes(source, size_hw, crop))
 
 
 def decode_cached(data: bytes) -> np.ndarray:

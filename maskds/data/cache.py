@@ -5,19 +5,18 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import tempfile
 import time
-from multiprocessing import get_context
 from pathlib import Path
 
 import datasets
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import Progress
 
-from ..core import images
+from ..core.faces import CROP_METHODS, MARGIN
 from ..core.errors import UserError
 from .corrections import apply_corrections, load_corrections
+from .encode import imap_encode, progress_bar, undecodable
 from .extra import check_extra, extra_fingerprint
 from .folds import assign_folds, person_table
 from .layout import Layout, raise_problems, scan
@@ -34,6 +33,9 @@ TRAIN_FEATURES = datasets.Features({
 # A cache with extra data (`--extra`) or pseudo labels has two more train columns: `age_band` (-1 but for a
 # pseudo label, which knows the band and not the age) and `origin` (train | extra | pseudo).
 PARTIAL_COLUMNS = {"age_band": datasets.Value("int64"), "origin": datasets.Value("string")}
+# A cache built with --face-crop: every image's face box (fractions of the photo: the one found, or the
+# fixed upper-centre box) and whether the detector found it.
+FACE_COLUMNS = {"face_box": datasets.Sequence(datasets.Value("float32")), "face_found": datasets.Value("bool")}
 EVAL_FEATURES = datasets.Features({
     "image": datasets.Image(), "image_id": datasets.Value("string"), "path": datasets.Value("string"),
 })
@@ -51,51 +53,6 @@ def with_origin(train: datasets.Dataset) -> datasets.Dataset:
     n = len(train)
     return (train.add_column("age_band", [-1] * n, feature=PARTIAL_COLUMNS["age_band"])
             .add_column("origin", ["train"] * n, feature=PARTIAL_COLUMNS["origin"]))
-
-
-def _encode_one(task: tuple[str, tuple[int, int] | None]) -> tuple[bool, bytes | str]:
-    """(True, JPEG bytes at the cache size) or (False, why the image cannot be decoded). Runs in workers."""
-    path, size_hw = task
-    try:
-        if size_hw is None:  # decode-only check
-            images.open_rgb(path)
-            return True, b""
-        return True, images.cache_bytes(path, size_hw)
-    except Exception as err:  # any decoder failure is a bad input file, reported with its path
-        return False, f"{type(err).__name__}: {err}"
-
-
-def _ignore_sigint() -> None:
-    # Ctrl-C is handled once, by the main process, which then terminates the pool.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def _imap(tasks: list, num_proc: int, progress: Progress, label: str):
-    """Run `_encode_one` over tasks in order, on `num_proc` processes, advancing a progress bar."""
-    bar = progress.add_task(label, total=len(tasks))
-    if num_proc <= 1 or len(tasks) < 2:
-        for t in tasks:
-            result = _encode_one(t)
-            progress.advance(bar)
-            yield result
-        return
-    with get_context("fork").Pool(num_proc, initializer=_ignore_sigint) as pool:
-        for result in pool.imap(_encode_one, tasks, chunksize=8):
-            progress.advance(bar)
-            yield result
-
-
-def _progress() -> Progress:
-    return Progress(TextColumn("{task.description:>16}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), TimeRemainingColumn(), console=console)
-
-
-def _undecodable(data: Path, paths: list[str], num_proc: int) -> list[str]:
-    """A problem line for each image that does not decode (used when the layout has other problems)."""
-    with _progress() as progress:
-        results = list(_imap([(str(data / p), None) for p in paths], num_proc, progress, "checking images"))
-    return [f"{data / p}: cannot be decoded as an image ({why}); replace or remove it"
-            for p, (ok, why) in zip(paths, results) if not ok]
 
 
 def cache_id(meta: dict) -> str:
@@ -154,15 +111,26 @@ def _reuse(cache: Path, args: dict, fingerprint: str, force: bool) -> bool:
     return False
 
 
+def cache_crop(meta: dict) -> tuple[str, float] | None:
+    """The face crop (method, margin) a cache was built with, or None."""
+    crop = meta.get("args", {}).get("face_crop")
+    return None if crop is None else (str(crop[0]), float(crop[1]))
+
+
 def _split(rows_meta: list[dict], tasks: list, features, num_proc: int, progress: Progress,
-           label: str, work: Path, failures: list[str]) -> datasets.Dataset:
-    """Encode every image on the worker pool and stream the rows into an arrow dataset under `work`."""
+           label: str, work: Path, failures: list[str], fallbacks: list[str]) -> datasets.Dataset:
+    """Encode every image on the worker pool and stream the rows into an arrow dataset under `work`;
+    with a face crop, each row gets its box and the photos without a found face go into `fallbacks`."""
     def gen():
-        for row, (task, (ok, value)) in zip(rows_meta, zip(tasks, _imap(tasks, num_proc, progress, label))):
-            if ok:
-                yield {"image": {"bytes": value, "path": None}, **row}
-            else:
+        for row, (task, (ok, value, face)) in zip(rows_meta, zip(tasks, imap_encode(tasks, num_proc, progress, label))):
+            if not ok:
                 failures.append(f"{task[0]}: cannot be decoded as an image ({value}); replace or remove it")
+                continue
+            if face is not None:
+                row = {**row, "face_box": face[0], "face_found": face[1]}
+                if not face[1]:
+                    fallbacks.append(task[0])
+            yield {"image": {"bytes": value, "path": None}, **row}
     # A fixed fingerprint: datasets would otherwise try to hash the generator and its closure.
     return datasets.Dataset.from_generator(gen, features=features, cache_dir=str(work / "gen"),
                                            fingerprint=f"maskds-{label}-{os.getpid()}")
@@ -170,7 +138,8 @@ def _split(rows_meta: list[dict], tasks: list, features, num_proc: int, progress
 
 def _write(data: Path, cache: Path, train_rows: list[dict], eval_rows: list[dict] | None,
            size_hw: tuple[int, int], num_proc: int, meta: dict, extra_rows: list[dict] = ()) -> float:
-    """Build the DatasetDict beside CACHE under a temporary name, then rename it; returns seconds spent."""
+    """Build the DatasetDict beside CACHE under a temporary name, then rename it; returns seconds spent.
+    With a face crop (`meta` args), the detection counts and the photos that fell back go into `meta`."""
     cache.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{cache.name}.building-", dir=cache.parent))
     bars = datasets.is_progress_bar_enabled()
@@ -178,17 +147,25 @@ def _write(data: Path, cache: Path, train_rows: list[dict], eval_rows: list[dict
     start = time.perf_counter()
     try:
         failures: list[str] = []
+        fallbacks: list[str] = []
         splits = {}
         if extra_rows:  # the partial-label columns, and the extra rows after the competition's
             train_rows = [{**r, "age_band": -1, "origin": "train"} for r in train_rows] + list(extra_rows)
-        train_features = partial_features() if extra_rows else TRAIN_FEATURES
-        with _progress() as progress:
-            for name, rows, features in (("train", train_rows, train_features), ("eval", eval_rows, EVAL_FEATURES)):
+        crop = cache_crop(meta)
+        face = FACE_COLUMNS if crop else {}
+        train_features = datasets.Features({**(partial_features() if extra_rows else TRAIN_FEATURES), **face})
+        with progress_bar() as progress:
+            for name, rows, features in (("train", train_rows, train_features),
+                                         ("eval", eval_rows, datasets.Features({**EVAL_FEATURES, **face}))):
                 if rows is None:
                     continue
-                tasks = [(str(data / r["path"]), tuple(size_hw)) for r in rows]
-                splits[name] = _split(rows, tasks, features, num_proc, progress, name, work, failures)
+                tasks = [(str(data / r["path"]), tuple(size_hw), crop) for r in rows]
+                splits[name] = _split(rows, tasks, features, num_proc, progress, name, work, failures, fallbacks)
         raise_problems(data, failures)
+        if crop:
+            n = len(train_rows) + len(eval_rows or [])
+            meta["face_crop"] = {"method": crop[0], "margin": crop[1], "found": n - len(fallbacks),
+                                 "fallback": len(fallbacks), "fallback_paths": fallbacks[:100]}
         target = work / "cache"
         datasets.DatasetDict(splits).save_to_disk(str(target))
         (target / META_NAME).write_text(json.dumps(meta, indent=2) + "\n")
@@ -202,7 +179,12 @@ def _write(data: Path, cache: Path, train_rows: list[dict], eval_rows: list[dict
             datasets.enable_progress_bars()
 
 
-def _check_args(size_hw, folds: int, num_proc: int | None) -> tuple[tuple[int, int], int]:
+def _check_args(size_hw, folds: int, num_proc: int | None, face_crop: str = "none",
+                face_margin: float = MARGIN) -> tuple[tuple[int, int], int]:
+    if face_crop not in CROP_METHODS:
+        raise UserError(f"--face-crop must be one of {', '.join(CROP_METHODS)}, got {face_crop!r}")
+    if not 0 <= face_margin <= 2:
+        raise UserError(f"--face-margin must be in [0, 2] (a fraction of the face box on each side), got {face_margin}")
     size = tuple(int(v) for v in size_hw)
     if len(size) != 2 or min(size) < 8:
         raise UserError(f"--size must be two numbers H W of at least 8 pixels, got {list(size_hw)}")
@@ -215,18 +197,21 @@ def _check_args(size_hw, folds: int, num_proc: int | None) -> tuple[tuple[int, i
 
 def build_cache(data: str | Path, cache: str | Path, size_hw=(384, 288), folds: int = 5, seed: int = 42,
                 corrections: str | Path | None = "default", num_proc: int | None = None,
-                force: bool = False, extra: list[str | Path] = ()) -> Path:
+                force: bool = False, extra: list[str | Path] = (), face_crop: str = "none",
+                face_margin: float = MARGIN) -> Path:
     """Validate DATA (and the `extra` folders: `data.extra`), apply corrections, assign folds and write
-    CACHE atomically (see ARCHITECTURE.md)."""
+    CACHE atomically, faces cropped with `face_crop` (`core.faces`) (see ARCHITECTURE.md)."""
     data, cache = Path(data), Path(cache)
-    size_hw, num_proc = _check_args(size_hw, folds, num_proc)
+    size_hw, num_proc = _check_args(size_hw, folds, num_proc, face_crop, face_margin)
     corr = load_corrections(corrections)
     extra_rows = check_extra(extra) if extra else []
     layout = scan(data)
     if layout.problems:
         # Report every problem together: decode what was found too before giving up.
-        raise_problems(data, layout.problems + _undecodable(data, layout.found, num_proc))
+        raise_problems(data, layout.problems + undecodable(data, layout.found, num_proc))
     args = {"size": list(size_hw), "folds": folds, "seed": seed, "corrections": corr.source}
+    if face_crop != "none":
+        args["face_crop"] = [face_crop, float(face_margin)]
     fingerprint = inputs_fingerprint(data, layout, corr.sha256)
     if extra:
         args["extra"] = [str(Path(f).resolve()) for f in extra]

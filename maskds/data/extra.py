@@ -44,7 +44,8 @@ def _age(value: str, where: str, problems: list[str]) -> int:
     except ValueError:
         age = -1
     if not 0 <= age <= 120 or str(age) != value.strip():
-        problems.append(f"{where}: age {value!r} is not a whole number of years in 0..120 (leave it empty when unknown)")
+        problems.append(f"{where}: age {value!r} is not a whole number of years in 0..120 "
+                        "(leave it empty when unknown)")
         return -1
     return age
 

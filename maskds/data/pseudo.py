@@ -22,7 +22,17 @@ import numpy as np
 
 from ..core.errors import UserError
 from ..core.labels import decode
-from .cache import META_NAME, TRAIN_ONLY_FOLD, _imap, _progress, console, load_cache, partial_features, with_origin
+from .cache import (
+    FACE_COLUMNS,
+    META_NAME,
+    TRAIN_ONLY_FOLD,
+    cache_crop,
+    console,
+    load_cache,
+    partial_features,
+    with_origin,
+)
+from .encode import imap_encode, progress_bar
 
 
 def _check(probs: Path, cache: Path, out: Path, min_prob: float) -> None:
@@ -54,13 +64,17 @@ def pseudo_rows(probs_path: Path, data: Path, min_prob: float) -> tuple[list[dic
     return rows, len(ids)
 
 
-def _encode(rows: list[dict], size_hw: tuple[int, int]) -> list[bytes]:
-    with _progress() as progress:
-        results = list(_imap([(r["path"], size_hw) for r in rows], os.cpu_count() or 1, progress, "pseudo images"))
-    bad = [f"{r['path']}: cannot be decoded ({why})" for r, (ok, why) in zip(rows, results) if not ok]
+def _encode(rows: list[dict], size_hw: tuple[int, int], crop: tuple | None) -> list[dict]:
+    """The image cells of the rows (and their face boxes when the cache crops faces), as build makes them."""
+    with progress_bar() as progress:
+        results = list(imap_encode([(r["path"], size_hw, crop) for r in rows], os.cpu_count() or 1, progress,
+                                   "pseudo images"))
+    bad = [f"{r['path']}: cannot be decoded ({why})" for r, (ok, why, _) in zip(rows, results) if not ok]
     if bad:
         raise UserError(f"{len(bad)} eval image(s) cannot be used", bad[:10])
-    return [value for _, value in results]
+    return [{"image": {"bytes": value, "path": None}, **({} if face is None else
+                                                        {"face_box": face[0], "face_found": face[1]})}
+            for _, value, face in results]
 
 
 def make_pseudo_cache(probs: str | Path, data: str | Path, cache: str | Path, out: str | Path,
@@ -75,17 +89,17 @@ def make_pseudo_cache(probs: str | Path, data: str | Path, cache: str | Path, ou
     rows, n_eval = pseudo_rows(probs, data, min_prob)
     if not rows:
         raise UserError(f"no eval image of {probs} has a class probability >= {min_prob}; lower --min-prob")
-    size = tuple(meta["args"]["size"])
-    encoded = _encode(rows, size)
-    features = partial_features()
-    extra = datasets.Dataset.from_list([{"image": {"bytes": b, "path": None}, **r} for r, b in zip(rows, encoded)],
-                                       features=features)
+    crop = cache_crop(meta)
+    encoded = _encode(rows, tuple(meta["args"]["size"]), crop)
+    features = datasets.Features({**partial_features(), **(FACE_COLUMNS if crop else {})})
+    extra = datasets.Dataset.from_list([{**r, **cells} for r, cells in zip(rows, encoded)], features=features)
     splits = dict(dsd)
     splits["train"] = datasets.concatenate_datasets([with_origin(train), extra])
     args = {**meta["args"], "pseudo": {"probs_sha256": hashlib.sha256(probs.read_bytes()).hexdigest(),
                                        "min_prob": min_prob, "images": len(rows)}}
     new_meta = {**meta, "args": args, "counts": {**meta["counts"], "pseudo_images": len(rows)},
-                "pseudo": {"probs": str(probs.resolve()), "data": str(data.resolve()), "from_cache": str(cache.resolve())}}
+                "pseudo": {"probs": str(probs.resolve()), "data": str(data.resolve()),
+                           "from_cache": str(cache.resolve())}}
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
     bars = datasets.is_progress_bar_enabled()

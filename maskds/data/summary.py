@@ -58,3 +58,12 @@ def print_summary(meta: dict, console: Console) -> None:
                       f"{fc['female'] / max(fc['persons'], 1):.0%}", *(str(b) for b in fc["age_band"]))
     console.print(head)
     console.print(folds)
+    face = meta.get("face_crop")
+    if face:
+        console.print(f"face crop {face['method']} (margin {face['margin']:g}): face found in {face['found']} "
+                      f"image(s); {face['fallback']} fell back to the fixed upper-centre crop"
+                      + ("" if not face["fallback"] else ":"))
+        for path in face["fallback_paths"][:20]:
+            console.print(f"  {path}")
+        if face["fallback"] > 20:
+            console.print(f"  ... and {face['fallback'] - 20} more (all in maskds_cache.json, the first 100)")

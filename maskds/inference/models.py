@@ -24,6 +24,7 @@ class ViewParams:
 
     cache_size: tuple[int, int]   # (H, W) images are decoded and resized to once, as at build
     image_size: tuple[int, int]   # (H, W) the model sees (normalization is inside the model)
+    crop: tuple | None = None     # (method, margin) of the face crop the cache was built with, or None
 
 
 @dataclass
@@ -63,6 +64,8 @@ def view_params(resolved: dict, where: str | Path) -> ViewParams:
         return ViewParams(
             cache_size=(int(resolved["cache_size"][0]), int(resolved["cache_size"][1])),
             image_size=(int(resolved["image_size"][0]), int(resolved["image_size"][1])),
+            crop=None if not resolved.get("face_crop") else (str(resolved["face_crop"][0]),
+                                                              float(resolved["face_crop"][1])),
         )
     except (KeyError, TypeError, IndexError, ValueError) as err:
         raise UserError(f"checkpoint {where}: its 'resolved' metadata lacks or garbles {err}; "

@@ -28,8 +28,8 @@ class EvalImages(Dataset):
     where no process is left waiting for the others.
     """
 
-    def __init__(self, paths: list[Path], cache_size: tuple[int, int], transforms: list):
-        self.paths, self.cache_size, self.transforms = paths, cache_size, transforms
+    def __init__(self, paths: list[Path], cache_size: tuple[int, int], transforms: list, crop: tuple | None = None):
+        self.paths, self.cache_size, self.transforms, self.crop = paths, cache_size, transforms, crop
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -38,7 +38,7 @@ class EvalImages(Dataset):
         # The pixels training saw: build's decode + resize + JPEG, decoded as the training loader does.
         problem = ""
         try:
-            arr = cached_pixels(self.paths[i], self.cache_size)
+            arr = cached_pixels(self.paths[i], self.cache_size, self.crop)
         except (OSError, ValueError, SyntaxError) as err:  # header parsed up front, pixels broken
             problem = f"{self.paths[i]} cannot be decoded ({err}); replace or re-download it"
             arr = np.zeros((*self.cache_size, 3), dtype=np.uint8)
@@ -76,21 +76,21 @@ def predict_shard(members: list[Member], paths: list[Path], accelerator, batch_s
                   ) -> tuple[np.ndarray, list[Probs], list[str]]:
     """This process's images: (their indices, per member the probabilities averaged over views, problems)."""
     batches = shard_batches(len(paths), batch_size, accelerator.process_index, accelerator.num_processes)
-    caches = sorted({m.view.cache_size for m in members})
+    caches = sorted({(m.view.cache_size, m.view.crop) for m in members}, key=repr)
     rows: list[list[dict[str, torch.Tensor]]] = [[] for _ in members]
     order: list[np.ndarray] = []
     problems: list[str] = []
     bar, task = _progress(accelerator, sum(map(len, batches)) * len(caches))
     with bar:
-        for cache_size in caches:  # one decode per image and cache size, shared by all its models
-            group = [i for i, m in enumerate(members) if m.view.cache_size == cache_size]
+        for cache in caches:  # one decode per image, cache size and face crop, shared by all its models
+            group = [i for i, m in enumerate(members) if (m.view.cache_size, m.view.crop) == cache]
             views_here = list(dict.fromkeys(members[i].view for i in group))
-            ds = EvalImages(paths, cache_size, [build_transform(v) for v in views_here])
+            ds = EvalImages(paths, cache[0], [build_transform(v) for v in views_here], cache[1])
             loader = DataLoader(ds, batch_sampler=batches, num_workers=num_workers,
                                 worker_init_fn=single_threaded_opencv, pin_memory=accelerator.device.type == "cuda")
             for idx, xs, failed in loader:
                 problems += [p for p in failed if p]
-                if cache_size == caches[0]:  # the batch order is the same for every cache size
+                if cache == caches[0]:  # the batch order is the same for every cache size
                     order.append(idx.numpy())
                 for vp, x in zip(views_here, xs):
                     x = to_model_input(x, accelerator.device, batch_size, pad)

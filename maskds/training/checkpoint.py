@@ -20,7 +20,8 @@ from .model import resolve_data_config
 
 FORMAT = "1"
 STATE_DIR = "state"
-RESOLVED_KEYS = ("model", "head", "age_head", "image_size", "mean", "std", "cache_size", "age_thresholds", "heads")
+RESOLVED_KEYS = ("model", "head", "age_head", "image_size", "mean", "std", "cache_size", "age_thresholds", "heads",
+                 "face_crop")
 
 
 @dataclass(frozen=True)
@@ -32,17 +33,20 @@ class BestCheckpoint:
     info: dict[str, Any]
 
 
-def resolved_metadata(config: TrainConfig, model: torch.nn.Module, cache_size: list[int]) -> dict[str, Any]:
+def resolved_metadata(config: TrainConfig, model: torch.nn.Module, cache_size: list[int],
+                      face_crop: tuple | None = None) -> dict[str, Any]:
     """The `resolved` metadata of a checkpoint: what inference rebuilds the model and its input from.
 
     Config values where given, else the backbone's pretrained defaults (image size, mean, std); the
     cache's image size; the age bands training used; the heads it learned (`heads`: all three, or a
-    specialist's).
+    specialist's); the face crop of the cache (`face_crop`: [method, margin] or None), which inference
+    repeats on every eval photo.
     """
     return {"model": config.model, "head": config.head, "age_head": config.age_head,
             **resolve_data_config(model, config.image_size, config.mean, config.std),
             "cache_size": [int(v) for v in cache_size], "age_thresholds": list(config.age_thresholds),
-            "heads": [h for h in HEAD_NAMES if h in config.heads]}
+            "heads": [h for h in HEAD_NAMES if h in config.heads],
+            "face_crop": None if face_crop is None else [str(face_crop[0]), float(face_crop[1])]}
 
 
 def save_best(path: str | Path, state_dict: dict[str, torch.Tensor], config: TrainConfig,

@@ -16,7 +16,7 @@ from ..core.console import show
 from ..core.distributed import on_main, use_cpu
 from ..core.errors import UserError
 from ..core.probabilities import Probs
-from ..data.cache import TRAIN_ONLY_FOLD, cache_id
+from ..data.cache import TRAIN_ONLY_FOLD, cache_crop, cache_id
 from ..evaluation.metrics import selection_score
 from .checkpoint import resolved_metadata, resume_dir, save_state_atomic
 from .config import TrainConfig
@@ -45,6 +45,7 @@ class TrainData:
     cache_size: list[int]
     cache_id: str
     images_on_device: bool = False   # `images_on_device` resolved once for the run (`resolve_device_images`)
+    face_crop: tuple | None = None   # (method, margin) the cache's images were cropped with, or None
 
 
 def check_log_with(log_with: str) -> None:
@@ -119,7 +120,7 @@ def run(config: TrainConfig) -> None:
     processes.wait_for_everyone()  # every process has passed the checks before any writes
     cache_size = list(meta["args"]["size"])
     on_device = resolve_device_images(config, processes, len(table), config.image_size or cache_size)
-    data = TrainData(table, cache_size, cache_id(meta), on_device)
+    data = TrainData(table, cache_size, cache_id(meta), on_device, cache_crop(meta))
     for fold, fold_dir, state in plan:
         train_fold(config, data, fold, fold_dir, state)
     processes.wait_for_everyone()
@@ -151,7 +152,7 @@ def train_fold(config: TrainConfig, data: TrainData, fold: int, fold_dir: Path, 
     torch.backends.cudnn.benchmark = config.cudnn_benchmark
     set_seed(config.seed)  # same on every process: identical init, so every rank's EMA starts equal
     model, ema = build_model(config, accelerator.device)
-    resolved = resolved_metadata(config, model, data.cache_size)
+    resolved = resolved_metadata(config, model, data.cache_size, data.face_crop)
     loaders = build_loaders(config, data.table, fold, resolved["image_size"], accelerator.device, data.images_on_device)
     files = FoldFiles(fold_dir, fold, config, resolved, oof_index(data.table, loaders.val_rows, fold, data.cache_id))
     state = build_fold(config, accelerator, model, ema, loaders)

@@ -1,0 +1,80 @@
+"""Face crops (`maskds build --face-crop`): the face found once per photo, cropped with a margin to the
+cache's shape, the same way at build and at inference.
+
+`mtcnn`: facenet-pytorch's MTCNN (its weights ship in the PyPI package: nothing is downloaded), run on
+a copy of the photo scaled to DETECT_SIDE pixels on its longer side; the most confident face is kept.
+`fixed`: no detector, the upper-centre box where a chest-up portrait's face is (FIXED_BOX); also what
+`mtcnn` falls back to when it finds no face. Either way the crop is the box widened by a margin on each
+side (a fraction of the box, MARGIN by default), then extended to the cache's height:width ratio about
+the box's centre; what falls outside the photo is black.
+"""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+from PIL import Image
+
+CROP_METHODS = ("none", "fixed", "mtcnn")
+FIXED_BOX = (0.18, 0.17, 0.82, 0.64)  # x0, y0, x1, y1 as fractions of the photo: a portrait's face
+MARGIN = 0.15                          # added on each side, as a fraction of the box's width/height
+DETECT_SIDE = 320                      # the detector sees the photo scaled to this longer side
+MIN_FACE = 40                          # smallest face the detector looks for, at DETECT_SIDE (pixels)
+
+_detector = None
+_lock = threading.Lock()
+
+
+def _mtcnn():
+    """One MTCNN per process (loader workers and build workers each build their own), on the CPU."""
+    global _detector
+    with _lock:
+        if _detector is None:
+            from facenet_pytorch import MTCNN
+
+            _detector = MTCNN(keep_all=False, select_largest=False, min_face_size=MIN_FACE, device="cpu")
+    return _detector
+
+
+def detect(img: Image.Image) -> tuple[float, float, float, float] | None:
+    """The most confident face's box (x0, y0, x1, y1) in the photo's pixels, or None."""
+    import torch
+
+    scale = DETECT_SIDE / max(img.size)
+    small = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.BILINEAR)
+    with torch.inference_mode():
+        boxes, probs = _mtcnn().detect(small)
+    if boxes is None or len(boxes) == 0:
+        return None
+    x0, y0, x1, y1 = (float(v) / scale for v in boxes[int(np.argmax(probs))])
+    return x0, y0, x1, y1
+
+
+def fixed_box(img: Image.Image) -> tuple[float, float, float, float]:
+    w, h = img.size
+    return FIXED_BOX[0] * w, FIXED_BOX[1] * h, FIXED_BOX[2] * w, FIXED_BOX[3] * h
+
+
+def crop_region(box, size_hw: tuple[int, int], margin: float = MARGIN) -> tuple[int, int, int, int]:
+    """The crop (left, top, right, bottom) around a face box: `margin` on each side, then the smallest
+    region of the cache's height:width ratio that holds it, centred on the box."""
+    x0, y0, x1, y1 = box
+    bw, bh = (x1 - x0) * (1 + 2 * margin), (y1 - y0) * (1 + 2 * margin)
+    ratio = size_hw[0] / size_hw[1]  # height / width
+    w = max(bw, bh / ratio)
+    h = w * ratio
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    return round(cx - w / 2), round(cy - h / 2), round(cx + w / 2), round(cy + h / 2)
+
+
+def face_crop(img: Image.Image, method: str, size_hw: tuple[int, int],
+              margin: float = MARGIN) -> tuple[Image.Image, list[float], bool]:
+    """(the crop, its face box as fractions of the photo, whether a detector found it) of an upright photo."""
+    if method not in CROP_METHODS[1:]:
+        raise ValueError(f"face crop must be one of {CROP_METHODS[1:]}, got {method!r}")
+    box = detect(img) if method == "mtcnn" else None
+    found = box is not None
+    box = box if found else fixed_box(img)
+    w, h = img.size
+    relative = [box[0] / w, box[1] / h, box[2] / w, box[3] / h]
+    return img.crop(crop_region(box, size_hw, margin)), relative, found
