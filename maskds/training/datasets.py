@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..core import images
 from ..core.errors import UserError
-from ..core.labels import KNOWN_AGE, KNOWN_BAND, KNOWN_GENDER, KNOWN_MASK, PSEUDO, age_band, encode
+from ..core.labels import ALL_KNOWN, KNOWN_AGE, KNOWN_BAND, KNOWN_GENDER, KNOWN_MASK, PSEUDO, age_band, encode
 from ..data.cache import load_cache
 
 
@@ -51,10 +51,13 @@ def class_labels(table: datasets.Dataset, age_thresholds: Sequence[int]) -> np.n
 
 
 def class_and_age(table: datasets.Dataset, age_thresholds: Sequence[int]) -> np.ndarray:
-    """[N, 3] rows of (18-class id with the given age bands, age in years or -1, known): what every
-    loss learns from; `known` holds the KNOWN_* bits of the labels a row has (`core.labels`)."""
+    """Rows of (18-class id with the given age bands, age in years or -1[, known]): what every loss learns
+    from. `known`, the KNOWN_* bits of the labels a row has (`core.labels`), is there only when some row
+    lacks a label or is a pseudo label: a fully labelled cache trains with plain means (`MaskLoss`)."""
     mask, gender, bands, age, known = _label_columns(table, age_thresholds)
     cls = encode(np.maximum(mask, 0), np.maximum(gender, 0), np.maximum(bands, 0))
+    if (known == ALL_KNOWN).all():
+        return np.stack([cls, age], axis=1)
     return np.stack([cls, age, known], axis=1)
 
 

@@ -46,12 +46,17 @@ def per_sample_ce(logits: torch.Tensor, target: torch.Tensor, smoothing: float =
 
 def smoothed_focal_ce(logits: torch.Tensor, target: torch.Tensor, smoothing: float = 0.0,
                       gamma: float = 0.0) -> torch.Tensor:
-    """The mean of `per_sample_ce`."""
+    """The mean of `per_sample_ce` (gamma 0: `F.cross_entropy`'s own mean reduction, one fused kernel)."""
+    if gamma == 0:
+        return F.cross_entropy(logits.float(), target, label_smoothing=smoothing)
     return per_sample_ce(logits, target, smoothing, gamma).mean()
 
 
-def weighted_mean(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """sum(w x v) / sum(w); 0 (with the graph kept) when no row has weight: no host sync on a GPU."""
+def weighted_mean(values: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    """sum(w x v) / sum(w); 0 (with the graph kept) when no row has weight: no host sync on a GPU.
+    No weights (every row has every label): the plain mean."""
+    if weights is None:
+        return values.mean()
     return (values * weights).sum() / weights.sum().clamp_min(1e-12)
 
 
@@ -114,12 +119,12 @@ def soft_macro_f1_loss(probs: torch.Tensor, target: torch.Tensor, weights: torch
     return 1 - (2 * tp / (2 * tp + fp + fn + 1e-7)).mean()
 
 
-def label_weights(known: torch.Tensor | None, n: int, pseudo_weight: float, device) -> dict[str, torch.Tensor]:
+def label_weights(known: torch.Tensor | None, pseudo_weight: float) -> dict[str, torch.Tensor | None]:
     """Per-row weights of each loss term: 0 where the row lacks the label the term needs, `pseudo_weight`
-    on pseudo-labelled rows, else 1 (`known`: the KNOWN_* bits of each row; None: every label known)."""
+    on pseudo-labelled rows, else 1 (`known`: the KNOWN_* bits of each row; None: every label known, and
+    every term a plain mean, with the fused kernels of a fully labelled cache)."""
     if known is None:
-        ones = torch.ones(n, device=device)
-        return {"mask": ones, "gender": ones, "band": ones, "age": ones, "class": ones}
+        return dict.fromkeys(("mask", "gender", "band", "age", "class"))
     base = torch.where((known & PSEUDO) != 0, float(pseudo_weight), 1.0)
 
     def has(bits: int, every: bool = True) -> torch.Tensor:
@@ -173,7 +178,7 @@ class MaskLoss(nn.Module):
         self.spec.check(logits)
         cls = y[:, 0] if y.ndim == 2 else y
         known = y[:, 2] if y.ndim == 2 and y.shape[1] > 2 else None
-        w = label_weights(known, len(y), self.pseudo_weight, logits.device)
+        w = label_weights(known, self.pseudo_weight)
         soft = 0.0
         if self.soft_f1:
             soft = self.soft_f1 * soft_macro_f1_loss(probabilities(logits, self.spec)["class"], cls, w["class"])
@@ -182,15 +187,21 @@ class MaskLoss(nn.Module):
     def _per_head(self, logits: torch.Tensor, y: torch.Tensor, w: dict, known: torch.Tensor | None) -> torch.Tensor:
         cls, age = (y[:, 0], y[:, 1]) if y.ndim == 2 else (y, None)
         if self.spec.head == "single":
-            return weighted_mean(per_sample_ce(logits, cls, self.smoothing, self.gamma), w["class"])
+            return self._ce(logits, cls, w["class"])
         if age is None and self.spec.age_head != "bands":
             raise ValueError(f"age_head {self.spec.age_head!r} needs (class, age) targets")
         targets, cols = head_targets(cls), self.spec.slices()
-        total = sum(self.weights[k] * weighted_mean(per_sample_ce(logits[:, cols[k]], targets[k], self.smoothing,
-                                                                  self.gamma), w[k])
+        total = sum(self.weights[k] * self._ce(logits[:, cols[k]], targets[k], w[k])
                     for k in ("mask", "gender") if k in self.heads)
         if "age" not in self.heads:
             return total
+        if self.spec.age_head == "bands":
+            return total + self.weights["age"] * self._ce(logits[:, cols["age"]], targets["age"], w["band"])
         has_age = None if known is None else (known & KNOWN_AGE) != 0
         per = age_losses(logits[:, cols["age"]], age, self.spec, targets["age"], self.smoothing, self.gamma, has_age)
-        return total + self.weights["age"] * weighted_mean(per, w["band" if self.spec.age_head == "bands" else "age"])
+        return total + self.weights["age"] * weighted_mean(per, w["age"])
+
+    def _ce(self, logits: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+        if weights is None:
+            return smoothed_focal_ce(logits, target, self.smoothing, self.gamma)
+        return weighted_mean(per_sample_ce(logits, target, self.smoothing, self.gamma), weights)
