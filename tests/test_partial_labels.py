@@ -172,3 +172,37 @@ def test_extra_and_pseudo_rows_train_under_two_processes(tmp_path, synth_data):
     assert line["ema"]["n"] == fold0  # validation: the fold's own persons only
     assert line["updates"] == -(-(train_rows // 4) // 2)  # every extra and pseudo row trains (2 processes x 4)
     assert np.isfinite(line["train_loss"])
+
+
+def test_person_sampling_keeps_one_image_per_person_for_gender_and_age_each_epoch():
+    from maskds.training.datasets import PersonDraw
+
+    persons = np.repeat(["a", "b", "c"], [7, 7, 3])
+    rows = np.tile([[4, 33, ALL_KNOWN]], (len(persons), 1))
+    draw = PersonDraw(persons, seed=3)
+    chosen = []
+    for epoch in range(6):
+        known = np.array([draw.labels(rows[i], i, epoch)[2] for i in range(len(persons))])
+        assert (known & KNOWN_MASK).all()  # the mask head learns from every image
+        full = known == ALL_KNOWN
+        assert [int(full[persons == p].sum()) for p in ("a", "b", "c")] == [1, 1, 1]
+        assert set(known[~full]) == {KNOWN_MASK}
+        chosen.append(tuple(np.flatnonzero(full)))
+    assert len(set(chosen)) > 1  # drawn anew each epoch
+    assert chosen == [tuple(np.flatnonzero(np.array([PersonDraw(persons, 3).labels(rows[i], i, e)[2]
+                                                      for i in range(len(persons))]) == ALL_KNOWN))
+                      for e in range(6)]  # and the same draw every time for the same seed and epoch
+    from maskds.training.device_images import SampleParams  # the GPU data path draws the same way
+
+    params = SampleParams(rows, None, 0, draw)
+    params.set_epoch(4)
+    assert [int(t[2][2]) for t in params.__getitems__(list(range(len(persons))))] == [
+        int(draw.labels(rows[i], i, 4)[2]) for i in range(len(persons))]
+
+
+@pytest.mark.slow
+def test_person_sampling_trains_under_two_processes(tiny_cache, tmp_path):
+    r = launch(["--config", str(ROOT / "configs/demo.yaml"), f"cache={tiny_cache}", f"output_dir={tmp_path}",
+                "name=ps", "folds=[0]", "epochs=1", "batch_size=4", "person_sampling=true", *TINY], "cpu_2proc.yaml")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert np.isfinite(metrics_lines(tmp_path / "ps" / "fold0")[0]["train_loss"])

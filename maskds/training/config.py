@@ -14,8 +14,7 @@ from ..core.atomic import atomic_path
 from ..core.errors import UserError
 from ..core.labels import HEAD_NAMES
 from ..core.probabilities import AGE_HEADS, HEAD_TYPES, HeadSpec
-from .losses import LOSS_KINDS
-from .schedule import SCHEDULERS
+from .config_checks import heads_problems, menu_problems
 
 
 @dataclass(frozen=True)
@@ -80,6 +79,12 @@ class TrainConfig:
                                               # the mean F1 of its heads
     # augmentation
     augment: str = "medium"                   # none | light | medium | strong
+    mixup_alpha: float = 0.0                  # > 0: Mixup, lam ~ Beta(alpha, alpha) (0.2 is usual)
+    cutmix_alpha: float = 0.0                 # > 0: CutMix (1.0 is usual); mixed batches score every head's
+                                              # loss on both images' labels, weighted lam : 1 - lam (`mixing`)
+    mix_prob: float = 1.0                     # the share of batches mixed (both on: half Mixup, half CutMix)
+    person_sampling: bool = False             # gender and age learn from one image per person and epoch (drawn
+                                              # anew each epoch); the other images teach the mask head only
     # loop
     num_workers: int = 2
     seed: int = 42
@@ -190,7 +195,7 @@ def _check_values(c: TrainConfig) -> None:
         problems.append(f"age_thresholds: must be [low, high] with low < high, got {c.age_thresholds}")
     if len(c.head_weights) != 3:
         problems.append(f"head_weights: must be [mask, gender, age], got {c.head_weights}")
-    problems += _heads_problems(c)
+    problems += heads_problems(c)
     for key in ("epochs", "batch_size", "grad_accum_steps"):
         if getattr(c, key) < 1:
             problems.append(f"{key}: must be >= 1, got {getattr(c, key)}")
@@ -203,7 +208,7 @@ def _check_values(c: TrainConfig) -> None:
         problems.append(f"lr: must be > 0, got {c.lr}")
     if not 0.0 <= c.ema_decay < 1.0:
         problems.append(f"ema_decay: must be in [0, 1), got {c.ema_decay}")
-    problems += _menu_problems(c)
+    problems += menu_problems(c)
     if c.augment not in ("none", "light", "medium", "strong"):
         problems.append(f"augment: must be none, light, medium or strong, got {c.augment!r}")
     if not 0.0 <= c.label_smoothing < 1.0:
@@ -214,46 +219,6 @@ def _check_values(c: TrainConfig) -> None:
         problems.append(f"pretrained_mapping: must be auto, name or order, got {c.pretrained_mapping!r}")
     if problems:
         raise UserError("invalid config", problems)
-
-
-def _heads_problems(c: TrainConfig) -> list[str]:
-    """`heads`: a non-empty set of mask, gender, age; a subset needs per-head losses to leave the others out."""
-    unknown = [h for h in c.heads if h not in HEAD_NAMES]
-    if unknown or not c.heads or len(set(c.heads)) != len(c.heads):
-        return [f"heads: must list distinct heads of {', '.join(HEAD_NAMES)} (e.g. [age]), got {c.heads}"]
-    if set(c.heads) == set(HEAD_NAMES):
-        return []
-    if c.head != "multihead":
-        return [f"heads: a specialist ({c.heads}) needs head=multihead (head=single is one 18-way softmax)"]
-    if c.loss.endswith("soft_f1"):
-        return [f"heads: loss {c.loss!r} scores the 18 classes, which a specialist ({c.heads}) does not "
-                "learn; use loss=ce or loss=focal"]
-    return []
-
-
-def _menu_problems(c: TrainConfig) -> list[str]:
-    """Checks of the loss, schedule and SAM choices, each naming its key."""
-    problems = []
-    if c.loss not in LOSS_KINDS:
-        problems.append(f"loss: must be one of {', '.join(LOSS_KINDS)}, got {c.loss!r}")
-    if c.pseudo_weight < 0:
-        problems.append(f"pseudo_weight: must be >= 0, got {c.pseudo_weight}")
-    if c.soft_f1_weight < 0:
-        problems.append(f"soft_f1_weight: must be >= 0, got {c.soft_f1_weight}")
-    if c.scheduler not in SCHEDULERS:
-        problems.append(f"scheduler: must be one of {', '.join(SCHEDULERS)}, got {c.scheduler!r}")
-    if c.patience_epochs < 1:
-        problems.append(f"patience_epochs: must be >= 1, got {c.patience_epochs}")
-    if c.scheduler == "step" and c.decay_epochs <= 0:
-        problems.append("decay_epochs: scheduler step needs decay_epochs > 0 (decay every this many epochs)")
-    if c.scheduler == "multistep" and not c.decay_milestones:
-        problems.append("decay_milestones: scheduler multistep needs the epochs to decay at, e.g. [4, 8]")
-    if c.sam_rho < 0:
-        problems.append(f"sam_rho: must be >= 0 (0 turns SAM off), got {c.sam_rho}")
-    if c.sam_rho > 0 and c.grad_accum_steps > 1:
-        problems.append("sam_rho: SAM is not supported with gradient accumulation (its perturbation needs the "
-                        "whole step's gradient); set grad_accum_steps=1 or sam_rho=0")
-    return problems
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:

@@ -61,6 +61,37 @@ def class_and_age(table: datasets.Dataset, age_thresholds: Sequence[int]) -> np.
     return np.stack([cls, age, known], axis=1)
 
 
+def with_known(labels: np.ndarray) -> np.ndarray:
+    """(class, age) rows with the `known` column appended (every label known), for per-row label masks."""
+    if labels.ndim == 2 and labels.shape[1] == 2:
+        return np.concatenate([labels, np.full((len(labels), 1), ALL_KNOWN, dtype=np.int64)], axis=1)
+    return labels
+
+
+class PersonDraw:
+    """Person-level sampling (`person_sampling`): each epoch one image of each person, drawn from (seed,
+    epoch, person), keeps its gender and age labels; the person's other images teach the mask head only.
+    So the gender and age heads see every person once per epoch, as often as any other, whatever their
+    image count. `persons`: the person id of each training sample, in sample order."""
+
+    def __init__(self, persons, seed: int):
+        _, person = np.unique(np.asarray(persons), return_inverse=True)
+        order = np.argsort(person, kind="stable")
+        ranked = person[order]
+        rank = np.empty(len(person), dtype=np.int64)
+        rank[order] = np.arange(len(person)) - np.searchsorted(ranked, ranked, side="left")
+        self.person, self.rank, self.count, self.seed = person, rank, np.bincount(person)[person], seed
+
+    def labels(self, row: np.ndarray, i: int, epoch: int) -> np.ndarray:
+        """Sample i's label row (class, age, known) for `epoch`: as it is when drawn, else mask-only."""
+        pick = np.random.default_rng([self.seed, epoch, int(self.person[i])]).integers(self.count[i])
+        if pick == self.rank[i]:
+            return row
+        out = row.copy()
+        out[2] &= ~(KNOWN_GENDER | KNOWN_BAND | KNOWN_AGE)
+        return out
+
+
 @dataclass(frozen=True)
 class FoldSplit:
     """Row indices of one fold's training and validation images."""
@@ -95,12 +126,13 @@ class CachedImages(Dataset):
     """
 
     def __init__(self, table: datasets.Dataset, rows: np.ndarray, labels: np.ndarray, transform: Callable,
-                 seed: int | None = 0):
+                 seed: int | None = 0, person_draw: PersonDraw | None = None):
         self.images = table.select_columns(["image"])
         self.rows = np.asarray(rows, dtype=np.int64)
         self.labels = np.asarray(labels, dtype=np.int64)[self.rows]
         self.transform = transform
         self.seed = seed  # None: a deterministic (eval) transform, nothing to seed
+        self.person_draw = person_draw  # person-level sampling: labels change with the epoch
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
 
     def set_epoch(self, epoch: int) -> None:
@@ -123,7 +155,10 @@ class CachedImages(Dataset):
         if self.seed is not None:
             seed_sample(self.transform, self.seed, epoch, i)
         image = self.transform(image=images.decode_cached(raw))["image"]
-        return image, torch.from_numpy(self.labels[i]) if self.labels.ndim == 2 else int(self.labels[i])
+        if self.labels.ndim == 1:
+            return image, int(self.labels[i])
+        row = self.labels[i] if self.person_draw is None else self.person_draw.labels(self.labels[i], i, epoch)
+        return image, torch.from_numpy(row)
 
 
 def seed_sample(transform, seed: int, epoch: int, index: int) -> None:

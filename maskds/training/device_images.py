@@ -80,9 +80,9 @@ class SampleParams(Dataset):
     """(index, augmentation parameters, target) per training sample: what the loader ships when the
     images are on the device. `augment=None` (validation): no parameters are drawn (zeros)."""
 
-    def __init__(self, labels: np.ndarray, augment: str | None, seed: int = 0):
+    def __init__(self, labels: np.ndarray, augment: str | None, seed: int = 0, person_draw=None):
         self.labels = np.asarray(labels, dtype=np.int64)
-        self.augment, self.seed = augment, seed
+        self.augment, self.seed, self.person_draw = augment, seed, person_draw  # person_draw: `PersonDraw`
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()  # seen by persistent workers
 
     def set_epoch(self, epoch: int) -> None:
@@ -97,7 +97,10 @@ class SampleParams(Dataset):
     def __getitems__(self, indices: list[int]) -> list:
         params = (draw_batch(self.augment, self.seed, int(self._epoch), indices) if self.augment is not None
                   else torch.zeros((len(indices), 1)))
-        labels = [torch.from_numpy(self.labels[i]) if self.labels.ndim == 2 else int(self.labels[i]) for i in indices]
+        epoch = int(self._epoch)
+        draw = self.person_draw.labels if self.person_draw is not None else (lambda row, i, e: row)
+        labels = [torch.from_numpy(draw(self.labels[i], i, epoch)) if self.labels.ndim == 2 else int(self.labels[i])
+                  for i in indices]
         return list(zip(indices, params, labels))
 
 

@@ -12,6 +12,7 @@ from torch import nn
 
 from ..core.probabilities import HeadSpec, probabilities
 from ..evaluation import metrics
+from .mixing import MixOptions, batch_rng, mix_batch, mixed_loss
 from .sam import sam_backward
 from .state import FoldState
 
@@ -38,6 +39,8 @@ class StepOptions:
     channels_last: bool = False
     log_every: int = 10           # batches between progress callbacks
     sam_rho: float = 0.0          # >0: SAM's step size (`sam.sam_backward`)
+    mix: MixOptions = MixOptions()  # Mixup / CutMix (`mixing`); off by default
+    seed: int = 0                 # with the epoch, batch and process: each batch's mixing draw
 
 
 class RunningLoss:
@@ -88,11 +91,15 @@ def train_one_epoch(accelerator, state: FoldState, loss_fn: nn.Module, loader, o
         if options.max_batches and n_batches >= options.max_batches:
             break
         with accelerator.accumulate(model):
-            inputs = _to_input(x, options.channels_last)
+            lam = 1.0
+            if options.mix.on:
+                rng = batch_rng(options.seed, progress.epoch, n_batches, accelerator.process_index)
+                x, lam = mix_batch(x, options.mix, rng)
+            inputs, step_loss = _to_input(x, options.channels_last), mixed_loss(loss_fn, lam)
             if options.sam_rho > 0:
-                loss = sam_backward(accelerator, model, forward, loss_fn, inputs, y, options.sam_rho)
+                loss = sam_backward(accelerator, model, forward, step_loss, inputs, y, options.sam_rho)
             else:
-                loss = loss_fn(forward(inputs), y)
+                loss = step_loss(forward(inputs), y)
                 accelerator.backward(loss)
             if accelerator.sync_gradients and options.grad_clip > 0:
                 accelerator.clip_grad_norm_(model.parameters(), options.grad_clip)

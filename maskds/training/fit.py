@@ -24,6 +24,7 @@ from .datasets import load_train_split
 from .device_images import use_device_images
 from .engine import StepOptions, train_one_epoch, validate
 from .losses import MaskLoss
+from .mixing import MixOptions
 from .progress import epoch_table, train_progress
 from .records import FoldFiles, epoch_record, oof_index, tracker_scalars
 from .schedule import plateau_step
@@ -196,7 +197,8 @@ def run_epoch(accelerator, state: FoldState, loaders: FoldLoaders, loss_fn: Mask
     if config.scheduler == "plateau":
         state.schedule.factor = config.decay_rate ** state.progress.plateau_decays
     options = StepOptions(grad_clip=config.grad_clip, max_batches=loaders.batches, channels_last=config.channels_last,
-                          log_every=max(1, min(20, loaders.batches // 10)), sam_rho=config.sam_rho)
+                          log_every=max(1, min(20, loaders.batches // 10)), sam_rho=config.sam_rho,
+                          mix=MixOptions(config.mixup_alpha, config.cutmix_alpha, config.mix_prob), seed=config.seed)
     with train_progress(accelerator.is_main_process, f"fold {fold} epoch {epoch + 1}/{config.epochs}", loaders.batches,
                         config.batch_size * accelerator.num_processes) as on_progress:
         result = train_one_epoch(accelerator, state, loss_fn, loaders.train, options, on_progress)

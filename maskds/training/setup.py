@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 
 from ..core.labels import DEFAULT_AGE_THRESHOLDS
 from .config import TrainConfig
-from .datasets import CachedImages, class_and_age, fold_split, make_loader
+from .datasets import CachedImages, PersonDraw, class_and_age, fold_split, make_loader, with_known
 from .device_images import DeviceBatches, SampleParams, decode_to_device
 from .ema import FastEma
 from .model import create_model
@@ -65,15 +65,20 @@ def build_loaders(config: TrainConfig, table: datasets.Dataset, fold: int, image
     device's memory (`images_on_device`, resolved once per run by `fit`; see `device_images`)."""
     split = fold_split(table, fold, config.drop_ages)
     train_labels, val_labels = class_and_age(table, config.age_thresholds), class_and_age(table, DEFAULT_AGE_THRESHOLDS)
+    draw = None
+    if config.person_sampling:  # gender and age learn from one image per person and epoch
+        train_labels = with_known(train_labels)
+        draw = PersonDraw(np.asarray(table["person_id"])[split.train], config.seed)
     pin = device.type == "cuda"
     if on_device:
-        train_set: CachedImages | SampleParams = SampleParams(train_labels[split.train], config.augment, config.seed)
+        train_set: CachedImages | SampleParams = SampleParams(train_labels[split.train], config.augment, config.seed,
+                                                              draw)
         val_set: CachedImages | SampleParams = SampleParams(val_labels[split.val], None)
         images = (decode_to_device(table, split.train, image_size, device),
                   decode_to_device(table, split.val, image_size, device))
     else:
         train_set = CachedImages(table, split.train, train_labels, train_transform(image_size, config.augment),
-                                 seed=config.seed)
+                                 seed=config.seed, person_draw=draw)
         val_set = CachedImages(table, split.val, val_labels, eval_transform(image_size), seed=None)
         images = None
     return FoldLoaders(train_set,

@@ -1,0 +1,51 @@
+"""Checks of a TrainConfig's menu keys (loss, schedule, SAM, mixing) and of `heads`, each naming its key."""
+from __future__ import annotations
+
+from ..core.labels import HEAD_NAMES
+from .losses import LOSS_KINDS
+from .schedule import SCHEDULERS
+
+
+def heads_problems(c) -> list[str]:
+    """`heads`: a non-empty set of mask, gender, age; a subset needs per-head losses to leave the others out."""
+    unknown = [h for h in c.heads if h not in HEAD_NAMES]
+    if unknown or not c.heads or len(set(c.heads)) != len(c.heads):
+        return [f"heads: must list distinct heads of {', '.join(HEAD_NAMES)} (e.g. [age]), got {c.heads}"]
+    if set(c.heads) == set(HEAD_NAMES):
+        return []
+    if c.head != "multihead":
+        return [f"heads: a specialist ({c.heads}) needs head=multihead (head=single is one 18-way softmax)"]
+    if c.loss.endswith("soft_f1"):
+        return [f"heads: loss {c.loss!r} scores the 18 classes, which a specialist ({c.heads}) does not "
+                "learn; use loss=ce or loss=focal"]
+    return []
+
+
+def menu_problems(c) -> list[str]:
+    """Checks of the loss, schedule and SAM choices, each naming its key."""
+    problems = []
+    if c.loss not in LOSS_KINDS:
+        problems.append(f"loss: must be one of {', '.join(LOSS_KINDS)}, got {c.loss!r}")
+    if c.pseudo_weight < 0:
+        problems.append(f"pseudo_weight: must be >= 0, got {c.pseudo_weight}")
+    if c.soft_f1_weight < 0:
+        problems.append(f"soft_f1_weight: must be >= 0, got {c.soft_f1_weight}")
+    if c.scheduler not in SCHEDULERS:
+        problems.append(f"scheduler: must be one of {', '.join(SCHEDULERS)}, got {c.scheduler!r}")
+    if c.patience_epochs < 1:
+        problems.append(f"patience_epochs: must be >= 1, got {c.patience_epochs}")
+    if c.scheduler == "step" and c.decay_epochs <= 0:
+        problems.append("decay_epochs: scheduler step needs decay_epochs > 0 (decay every this many epochs)")
+    if c.scheduler == "multistep" and not c.decay_milestones:
+        problems.append("decay_milestones: scheduler multistep needs the epochs to decay at, e.g. [4, 8]")
+    for key in ("mixup_alpha", "cutmix_alpha"):
+        if getattr(c, key) < 0:
+            problems.append(f"{key}: must be >= 0 (0 turns it off), got {getattr(c, key)}")
+    if not 0 <= c.mix_prob <= 1:
+        problems.append(f"mix_prob: must be in [0, 1], got {c.mix_prob}")
+    if c.sam_rho < 0:
+        problems.append(f"sam_rho: must be >= 0 (0 turns SAM off), got {c.sam_rho}")
+    if c.sam_rho > 0 and c.grad_accum_steps > 1:
+        problems.append("sam_rho: SAM is not supported with gradient accumulation (its perturbation needs the "
+                        "whole step's gradient); set grad_accum_steps=1 or sam_rho=0")
+    return problems
