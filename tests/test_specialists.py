@@ -107,6 +107,11 @@ def test_a_specialist_cannot_answer_for_heads_it_did_not_learn(tmp_path, capsys)
     assert "cannot give gender" in capsys.readouterr().err
     assert main(["--run", str(full), "--head", f"age={age}", "--data", str(data), "--out", str(out)]) == 2
     assert "not both" in capsys.readouterr().err
+    assert main(["--head", f"mask,gender,age={full}", "--head", f"age={age}", "--data", str(data), "--out",
+                 str(out)]) == 2
+    assert "the age head is given twice" in capsys.readouterr().err
+    assert main(["--head", f"mask,gender={full}", "--data", str(data), "--out", str(out)]) == 2
+    assert "no source gives the age head(s)" in capsys.readouterr().err
     assert not out.parent.exists()
 
 
