@@ -121,3 +121,16 @@ def test_a_face_cropped_run_says_so_and_inference_crops_the_same_way(tmp_path, s
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     assert out.is_file()
+
+
+def test_a_photo_too_narrow_for_the_detector_falls_back_instead_of_failing():
+    assert faces.detect(Image.new("RGB", (3000, 300), (90, 90, 90))) is None
+
+
+def test_a_cache_built_with_a_crop_is_not_reused_for_a_build_without_one(tmp_path, synth_data, capsys):
+    cache = tmp_path / "cache"
+    common = ["build", str(synth_data), str(cache), "--size", "32", "24", "--folds", "3", "--num-proc", "1"]
+    assert maskds([*common, "--face-crop", "fixed"]) == 0
+    assert "boxofachest-upportrait,foreveryphoto" in "".join(capsys.readouterr().out.split())  # no "fallbacks"
+    assert maskds(common) == 2
+    assert "face_crop: cache has ['fixed', 0.15], this build asks for None" in capsys.readouterr().err

@@ -50,7 +50,9 @@ def test_a_mixed_loss_is_the_ce_of_the_mixed_one_hot_targets():
     assert mixed_loss(plain, 1.0) is plain  # an unmixed batch: the loss itself
 
 
-@pytest.mark.parametrize("overrides,key", [(["mixup_alpha=-1"], "mixup_alpha"), (["mix_prob=1.5"], "mix_prob")])
+@pytest.mark.parametrize("overrides,key", [(["mixup_alpha=-1"], "mixup_alpha"), (["mix_prob=1.5"], "mix_prob"),
+                                           (["person_sampling=true", "head=single"], "person_sampling"),
+                                           (["person_sampling=true", "loss=ce+soft_f1"], "person_sampling")])
 def test_bad_mixing_keys_are_refused(overrides, key):
     with pytest.raises(UserError) as err:
         load_config(None, overrides)

@@ -30,8 +30,13 @@ def _mtcnn():
     global _detector
     with _lock:
         if _detector is None:
+            import multiprocessing
+
+            import torch
             from facenet_pytorch import MTCNN
 
+            if multiprocessing.parent_process() is not None:  # a build worker: the workers are the parallelism
+                torch.set_num_threads(1)
             _detector = MTCNN(keep_all=False, select_largest=False, min_face_size=MIN_FACE, device="cpu")
     return _detector
 
@@ -42,8 +47,11 @@ def detect(img: Image.Image) -> tuple[float, float, float, float] | None:
 
     scale = DETECT_SIDE / max(img.size)
     small = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.BILINEAR)
-    with torch.inference_mode():
-        boxes, probs = _mtcnn().detect(small)
+    try:
+        with torch.inference_mode():
+            boxes, probs = _mtcnn().detect(small)
+    except (ValueError, RuntimeError):  # MTCNN has no scale for a photo this narrow (ratio over ~8:1)
+        return None
     if boxes is None or len(boxes) == 0:
         return None
     x0, y0, x1, y1 = (float(v) / scale for v in boxes[int(np.argmax(probs))])

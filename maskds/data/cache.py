@@ -78,12 +78,12 @@ def _differences(meta: dict, args: dict, fingerprint: str) -> list[str]:
     if meta.get("format_version") != FORMAT_VERSION:
         diffs.append(f"format version: cache has {meta.get('format_version')}, this maskds writes {FORMAT_VERSION}")
     old = meta.get("args", {})
-    for key, value in args.items():
-        if old.get(key) != value:
-            diffs.append(f"{key}: cache has {old.get(key)!r}, this build asks for {value!r}")
+    for key in dict.fromkeys([*args, *old]):  # a key only one side has differs too (e.g. face_crop, pseudo)
+        if old.get(key) != args.get(key):
+            diffs.append(f"{key}: cache has {old.get(key)!r}, this build asks for {args.get(key)!r}")
     if meta.get("inputs_fingerprint") != fingerprint:
-        diffs.append("inputs: files under DATA (added, removed or modified) or the corrections file "
-                     "changed since the cache was built")
+        diffs.append("inputs: files under DATA or the --extra folders (added, removed or modified) or the "
+                     "corrections file changed since the cache was built")
     return diffs
 
 
@@ -164,7 +164,9 @@ def _write(data: Path, cache: Path, train_rows: list[dict], eval_rows: list[dict
         raise_problems(data, failures)
         if crop:
             n = len(train_rows) + len(eval_rows or [])
-            meta["face_crop"] = {"method": crop[0], "margin": crop[1], "found": n - len(fallbacks),
+            fallbacks = fallbacks if crop[0] == "mtcnn" else []  # fixed: the box of every photo, nothing fell back
+            meta["face_crop"] = {"method": crop[0], "margin": crop[1],
+                                 "found": n - len(fallbacks) if crop[0] == "mtcnn" else 0,
                                  "fallback": len(fallbacks), "fallback_paths": fallbacks[:100]}
         target = work / "cache"
         datasets.DatasetDict(splits).save_to_disk(str(target))

@@ -29,12 +29,8 @@ def encode_one(task: tuple) -> tuple[bool, bytes | str, tuple | None]:
 
 
 def _init_worker() -> None:
-    # Ctrl-C is handled once, by the main process, which then terminates the pool; a face detector in
-    # each worker uses one thread (the workers are the parallelism).
+    # Ctrl-C is handled once, by the main process, which then terminates the pool.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    import torch
-
-    torch.set_num_threads(1)
 
 
 def imap_encode(tasks: list, num_proc: int, progress: Progress, label: str):

@@ -72,7 +72,7 @@ def read_extra(folders: list[str | Path]) -> tuple[list[dict], list[str]]:
     """(cache rows of every --extra folder, problems): every problem found, each naming the file and line."""
     rows: list[dict] = []
     problems: list[str] = []
-    for folder in map(Path, folders):
+    for k, folder in enumerate(map(Path, folders)):
         df = _read_csv(folder, problems)
         if df is None:
             continue
@@ -88,7 +88,7 @@ def read_extra(folders: list[str | Path]) -> tuple[list[dict], list[str]]:
             if not any(rec.get(c, "").strip() for c in ("mask", "gender", "age")):
                 problems.append(f"{where}: {image} has no label (mask, gender and age all empty); drop the row")
             person = rec.get("person", "").strip() or image
-            rows.append({"person_id": f"extra:{folder.name}:{person}", "mask": mask, "gender": gender, "race": "",
+            rows.append({"person_id": f"extra{k}:{folder.name}:{person}", "mask": mask, "gender": gender, "race": "",
                          "age": age, "fold": -1, "image_name": image, "path": str((folder / image).resolve()),
                          "age_band": -1, "origin": "extra"})
     if len(problems) > SHOW:

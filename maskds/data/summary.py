@@ -59,7 +59,10 @@ def print_summary(meta: dict, console: Console) -> None:
     console.print(head)
     console.print(folds)
     face = meta.get("face_crop")
-    if face:
+    if face and face["method"] == "fixed":
+        console.print(f"face crop fixed (margin {face['margin']:g}): the upper-centre box of a chest-up portrait, "
+                      "for every photo")
+    elif face:
         console.print(f"face crop {face['method']} (margin {face['margin']:g}): face found in {face['found']} "
                       f"image(s); {face['fallback']} fell back to the fixed upper-centre crop"
                       + ("" if not face["fallback"] else ":"))

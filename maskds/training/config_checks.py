@@ -43,6 +43,9 @@ def menu_problems(c) -> list[str]:
             problems.append(f"{key}: must be >= 0 (0 turns it off), got {getattr(c, key)}")
     if not 0 <= c.mix_prob <= 1:
         problems.append(f"mix_prob: must be in [0, 1], got {c.mix_prob}")
+    if c.person_sampling and (c.head != "multihead" or c.loss.endswith("soft_f1")):
+        problems.append("person_sampling: needs head=multihead and a per-head loss (ce or focal): an 18-class "
+                        "loss would learn from one image per person and epoch, not only its gender and age")
     if c.sam_rho < 0:
         problems.append(f"sam_rho: must be >= 0 (0 turns SAM off), got {c.sam_rho}")
     if c.sam_rho > 0 and c.grad_accum_steps > 1:
