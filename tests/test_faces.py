@@ -16,7 +16,7 @@ from maskds.cli import main as maskds
 from maskds.core import faces, images
 from maskds.data.cache import load_cache
 
-from train_helpers import ROOT, TINY, env
+from train_helpers import ROOT, TINY, env, launch
 
 # A real photograph that ships with an installed package (matplotlib's sample data): Grace Hopper,
 # 512x600, her face at about (174, 120)-(356, 340).
@@ -98,9 +98,8 @@ def test_a_face_cropped_run_says_so_and_inference_crops_the_same_way(tmp_path, s
     cache = tmp_path / "cache"
     assert maskds(["build", str(synth_data), str(cache), "--size", "64", "48", "--folds", "3", "--num-proc", "1",
                    "--face-crop", "fixed"]) == 0
-    run = subprocess.run([sys.executable, str(ROOT / "train.py"), "--config", str(ROOT / "configs/demo.yaml"),
-                          f"cache={cache}", f"output_dir={tmp_path}", "name=crop", "folds=[0]", "epochs=1",
-                          "batch_size=8", *TINY], cwd=ROOT, env=env(), capture_output=True, text=True, timeout=600)
+    run = launch(["--config", str(ROOT / "configs/demo.yaml"), f"cache={cache}", f"output_dir={tmp_path}", "name=crop",
+                  "folds=[0]", "epochs=1", "batch_size=4", *TINY], "cpu_2proc.yaml")  # 2 processes
     assert run.returncode == 0, run.stderr[-3000:]
     from maskds.inference.models import view_params
     from maskds.training.checkpoint import read_best
