@@ -8,6 +8,7 @@
 # (on the lent device machine, whose Python has no .venv: PY=python3; see ../shared/gpu/README.md)
 # (no argument: all four). DATA holds eval/ for step 3 (default: synthetic data); REPEATS=2 COMPILE=1: the
 # second repeat reuses the first one's compiled graphs (compile time outside the count).
+# INFER_ARGS: more bench/infer.py flags for step 3 (e.g. "--fold-bn off").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -34,7 +35,7 @@ infer)
   DATA_ARG=${DATA:+--data $DATA}
   echo "== submission job: infer.py, tf_efficientnet_b3 ${H}x${W}, 12,600 images x 5 folds x hflip, bf16"
   $PY bench/infer.py --ours-only --model tf_efficientnet_b3 --size $H $W --cache-size $H $W $DATA_ARG --persons 400 \
-      --folds 5 --tta hflip --images 12600 --batch 256 --workers 16 --precision bf16 --repeats ${REPEATS:-1} ${COMPILE:+--compile} ;;
+      --folds 5 --tta hflip --images 12600 --batch 256 --workers 16 --precision bf16 --repeats ${REPEATS:-1} ${COMPILE:+--compile} ${INFER_ARGS:-} ;;
 loader)
   echo "== CPU loader with 16 workers at ${H}x${W} (the path without images_on_device)"
   $PY bench/loader.py --config configs/competition.yaml --persons 400 --cache-size $H $W --workers 16 --images 4000 ;;

@@ -50,11 +50,12 @@ def fake_run(model_name: str, size, cache_size, folds: int = 1) -> tuple[Path, d
 
 
 def ours(run: Path, paths, batch: int, workers: int, folds: int = 1, views: tuple = ("orig",), precision: str = "auto",
-         compile: bool = False) -> tuple[float, float]:
+         compile: bool = False, fold_bn: str = "auto") -> tuple[float, float]:
     """(images/s, seconds) of infer.py's prediction: load every fold, then predict (compiling included)."""
     acc = make_accelerator(precision)
     start = time.perf_counter()
-    members = [load_member(0, k, run / f"fold{k}" / "best.safetensors", acc.device, compile) for k in range(folds)]
+    members = [load_member(0, k, run / f"fold{k}" / "best.safetensors", acc.device, compile, fold_bn)
+               for k in range(folds)]
     predict_runs(members, paths, acc, batch, workers, views=views, pad=compile)
     seconds = time.perf_counter() - start
     return len(paths) / seconds, seconds
@@ -90,6 +91,7 @@ def main(argv=None) -> int:
     p.add_argument("--tta", default="none", help="infer.py's TTA preset or views (--ours-only)")
     p.add_argument("--images", type=int, default=0, help="predict this many images, repeating the eval files")
     p.add_argument("--compile", action="store_true", help="infer.py --compile (--ours-only)")
+    p.add_argument("--fold-bn", choices=["auto", "on", "off"], default="auto", help="infer.py --fold-bn")
     p.add_argument("--ours-only", action="store_true", help="time infer.py's prediction alone, with all folds")
     p.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
@@ -123,7 +125,8 @@ def submission_job(a, paths) -> int:
     """infer.py's prediction of `paths` with --folds folds and --tta views, compiling included."""
     views = parse_tta(a.tta)
     run, _ = fake_run(a.model, a.size, a.cache_size or a.size, a.folds)
-    each = [ours(run, paths, a.batch, a.workers, a.folds, views, a.precision, a.compile)[1] for _ in range(a.repeats)]
+    each = [ours(run, paths, a.batch, a.workers, a.folds, views, a.precision, a.compile, a.fold_bn)[1]
+            for _ in range(a.repeats)]
     seconds = min(each)  # with --compile the first repeat also compiles; later ones reuse the process's graphs
     ips = len(paths) / seconds
     result = {"seconds": round(seconds, 2), "images_per_s": round(ips, 1),
@@ -134,7 +137,8 @@ def submission_job(a, paths) -> int:
     print(f"command: {command()}\nmachine: {machine()}")
     print(f"infer.py: {len(paths)} images x {a.folds} fold(s) x {len(views)} view(s), "
           f"{a.model} at {a.size[0]}x{a.size[1]}, "
-          f"batch {a.batch}, workers {a.workers}, precision {a.precision}, compile {a.compile}, best of {a.repeats}")
+          f"batch {a.batch}, workers {a.workers}, precision {a.precision}, compile {a.compile}, "
+          f"fold_bn {a.fold_bn}, best of {a.repeats}")
     print(f"{result['seconds']} s ({result['images_per_s']} images/s, "
           f"{result['model_images_per_s']} forward images/s); each repeat: {result['seconds_each']} s")
     return 0

@@ -68,6 +68,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="autocast precision; auto = the accelerate launch config's, else bf16 on a GPU, else none")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile each model (a GPU pays it back on large eval sets; the first batch waits)")
+    p.add_argument("--fold-bn", choices=["auto", "on", "off"], default="auto",
+                   help="fold each BatchNorm into the convolution before it (the same function, checked on a "
+                   "random batch at load); auto: with --compile or on the CPU, where it is faster")
     a = p.parse_args(argv)
     if (a.batch_size is not None and a.batch_size < 1) or (a.num_workers is not None and a.num_workers < 0):
         p.error("--batch-size must be >= 1 and --num-workers >= 0")
@@ -120,7 +123,7 @@ def run_inference(args: argparse.Namespace, probs_path: Path) -> int:
     # A --run that is a file is a probabilities CSV from an earlier infer.py: ensembled as it is.
     sources = [r if r.is_file() else find_checkpoints(r, args.folds) for r in given]
     files = {i: read_probs(src, ids) for i, src in enumerate(sources) if isinstance(src, Path)}
-    members = [load_member(i, k, p, accelerator.device, args.compile)
+    members = [load_member(i, k, p, accelerator.device, args.compile, args.fold_bn)
                for i, src in enumerate(sources) if not isinstance(src, Path) for k, p in src]
     check_heads(members)
     check_learned(members, [h.heads for h in heads] if heads else [HEAD_NAMES] * len(given), given)
