@@ -175,10 +175,11 @@ def _add_oof(sub) -> None:
                    help="write the most confident mistakes as thumbnails, grouped by person (label errors "
                    "found there go into your corrections file)")
     o.add_argument("--top", type=int, default=36, help="mistakes shown in the gallery (default 36)")
-    o.add_argument("--tune-decision", nargs="?", const="class", default=None, choices=["head", "class"],
-                   help="fit weights on the class probabilities for macro F1 on these predictions and save "
-                   "RUN/decision.json, which infer.py then applies (prints the score before and after): one "
-                   "weight per class (class, the default: 18 numbers) or per head value (head: 8)")
+    o.add_argument("--tune-decision", nargs="?", const="class", default=None, choices=["head", "class", "age"],
+                   help="fit a decision for macro F1 on these predictions and save RUN/decision.json, which "
+                   "infer.py then applies (prints the score before and after): weights on the class "
+                   "probabilities, one per class (class, the default: 18 numbers) or per head value (head: 8), "
+                   "or, for a regression age head, the two ages where the age bands are cut (age)")
     o.set_defaults(func=_oof)
 
 

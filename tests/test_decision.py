@@ -1,11 +1,14 @@
-"""evaluation.decision: class weights fitted for macro F1, and the decision file's checks."""
+"""evaluation.decision: class weights and age cuts fitted for macro F1, and the decision file's checks."""
 import json
 
 import numpy as np
 import pytest
+import torch
 
 from maskds.core.errors import UserError
-from maskds.evaluation.decision import fit_class_weights, load_decision, macro_f1, save_decision
+from maskds.core.probabilities import AGE_CENTER, AGE_SCALE, HeadSpec, class_probs_from_heads, probabilities
+from maskds.evaluation.decision import (fit_age_thresholds, fit_class_weights, load_decision, macro_f1, save_decision,
+                                        shift_age_bands)
 from maskds.evaluation.metrics import scores
 
 
@@ -30,7 +33,7 @@ def test_a_decision_file_round_trips_and_refuses_other_heads_or_garbage(tmp_path
     w = np.linspace(0.5, 2.0, 18)
     heads = {"head": "multihead", "age_head": "bands"}
     path = save_decision(tmp_path, w, heads, {"macro_f1": 0.5}, {"macro_f1": 0.6})
-    assert np.allclose(load_decision(path, heads), w)
+    assert np.allclose(load_decision(path, heads).weights, w)
     with pytest.raises(UserError, match=f"{path}.*fitted for heads"):
         load_decision(path, {"head": "multihead", "age_head": "distribution"})
     path.write_text(json.dumps({"kind": "class_weights", "weights": [1.0] * 17, "heads": heads}))
@@ -52,3 +55,52 @@ def test_head_weights_multiply_into_class_weights():
     fitted = fit_class_weights(probs, truth, per="head")
     cube = fitted.reshape(3, 2, 3)
     assert np.allclose(cube[0] / cube[1], (cube[0] / cube[1])[0, 0])  # mask weights scale whole slices
+
+
+def regression_age_probs(ages: np.ndarray, cuts) -> np.ndarray:
+    """A regression age head's band probabilities for these predicted ages, read at `cuts`."""
+    spec = HeadSpec("multihead", "regression", tuple(cuts))
+    logits = torch.zeros(len(ages), spec.num_outputs, dtype=torch.float64)
+    logits[:, 5] = torch.as_tensor((ages - AGE_CENTER) / AGE_SCALE)
+    return probabilities(logits, spec)["age"].numpy()
+
+
+def test_shifted_age_bands_are_the_bands_read_at_the_new_cuts():
+    ages = np.concatenate([np.linspace(5, 95, 181), [29.5, 30.0, 54.9, 60.2]])
+    shifted = shift_age_bands(regression_age_probs(ages, (30, 60)), (30, 60), (33, 55))
+    np.testing.assert_allclose(shifted, regression_age_probs(ages, (33, 55)), atol=2e-5)  # float32 probabilities
+    assert np.allclose(shifted.sum(1), 1)
+
+
+def test_age_cuts_fitted_to_an_estimate_pulled_toward_the_mean_age():
+    rng = np.random.default_rng(3)
+    n = 3000
+    true_age = rng.integers(18, 75, n)
+    estimate = 0.6 * true_age + 16 + rng.normal(0, 2, n)  # the young read older, the old younger
+    band = np.digitize(true_age, [30, 60])
+    mask, gender = rng.integers(0, 3, n), rng.integers(0, 2, n)
+    probs = {"mask": np.eye(3)[mask] * 0.9 + 0.1 / 3, "gender": np.eye(2)[gender] * 0.9 + 0.05,
+             "age": regression_age_probs(estimate, (30, 60))}
+    truth = mask * 6 + gender * 3 + band
+    cuts = fit_age_thresholds(probs, truth, (30, 60))
+    assert abs(cuts[0] - 34) <= 1 and abs(cuts[1] - 52) <= 1  # where 30 and 60 land: 0.6 x age + 16
+
+    def f1(c):
+        age = torch.as_tensor(shift_age_bands(probs["age"], (30, 60), c))
+        cls = class_probs_from_heads(torch.as_tensor(probs["mask"]), torch.as_tensor(probs["gender"]), age)
+        return macro_f1(truth, cls.argmax(1).numpy())
+    assert f1(cuts) > f1((30, 60)) + 0.1
+
+
+def test_an_age_decision_round_trips_and_is_refused_for_other_heads_or_bad_cuts(tmp_path):
+    heads = {"head": "multihead", "age_head": "regression"}
+    path = save_decision(tmp_path, (32, 55), heads, {"macro_f1": 0.5}, {"macro_f1": 0.6})
+    rule = load_decision(path, heads, tmp_path)
+    assert rule.kind == "age_thresholds" and rule.age_thresholds == (32, 55) and rule.weights is None
+    doc = json.loads(path.read_text())
+    path.write_text(json.dumps({**doc, "heads": {"head": "multihead", "age_head": "bands"}}))
+    with pytest.raises(UserError, match=f"{path}.*regression age head"):
+        load_decision(path)
+    path.write_text(json.dumps({**doc, "age_thresholds": [55, 32]}))
+    with pytest.raises(UserError, match=f"{path}.*low < high"):
+        load_decision(path)

@@ -8,7 +8,8 @@ import torch
 from PIL import Image
 
 from maskds.core.images import cached_pixels
-from maskds.core.probabilities import PROB_COLUMNS, probabilities
+from maskds.core.probabilities import PROB_COLUMNS, HeadSpec, probabilities
+from maskds.evaluation.decision import save_decision, shift_age_bands
 from maskds.inference.cli import main
 from maskds.inference.models import build_transform, view_params
 from maskds.inference.predict import shard_batches
@@ -22,17 +23,17 @@ MEAN, STD = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]
 
 
 def make_run(root, head="multihead", folds=(0, 1), image_size=(40, 32), cache_size=(48, 36), seed=0,
-             heads=("mask", "gender", "age")):
+             heads=("mask", "gender", "age"), age_head="bands"):
     """A run folder of untrained test_efficientnet folds with random (non-uniform) output layers;
     `heads`: the heads its config says it learned (a specialist's: some)."""
     config = TrainConfig(model="test_efficientnet", pretrained="none", head=head, image_size=list(image_size),
-                         mean=MEAN, std=STD, heads=list(heads))
-    resolved = {"model": "test_efficientnet", "head": head, "age_head": "bands", "image_size": list(image_size),
+                         mean=MEAN, std=STD, heads=list(heads), age_head=age_head)
+    resolved = {"model": "test_efficientnet", "head": head, "age_head": age_head, "image_size": list(image_size),
                 "mean": MEAN, "std": STD, "cache_size": list(cache_size), "age_thresholds": [30, 60],
                 "heads": list(heads), "face_crop": None}
     for k in folds:
         torch.manual_seed(seed * 100 + k)
-        model = create_model("test_efficientnet", head)
+        model = create_model("test_efficientnet", HeadSpec(head, age_head))
         torch.nn.init.normal_(model.classifier.weight, std=2.0)  # confident, fold-specific answers
         (root / f"fold{k}").mkdir(parents=True, exist_ok=True)
         save_best(root / f"fold{k}" / "best.safetensors", model.state_dict(), config, resolved,
@@ -277,3 +278,27 @@ def test_auto_precision_is_the_launch_configs_else_bf16_on_a_gpu_else_none(monke
     assert inference_precision("auto") == "bf16"
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "fp16")
     assert inference_precision("auto") == "fp16"
+
+
+def test_an_age_decision_reads_the_regression_bands_at_its_cuts(tmp_path, eval_dir, capsys):
+    run = make_run(tmp_path / "run", folds=(0,), age_head="regression")
+    heads = {"head": "multihead", "age_head": "regression"}
+    save_decision(run, (33, 50), heads, {"macro_f1": 0.5}, {"macro_f1": 0.6})
+    ids = pd.read_csv(eval_dir / "info.csv")["ImageID"].tolist()
+    frames = {}
+    for name, extra in (("tuned", []), ("plain", ["--no-tuned-decision"])):
+        out = tmp_path / f"{name}.csv"
+        assert main(["--run", str(run), "--data", str(eval_dir), "--out", str(out), "--num-workers", "0", *extra]) == 0
+        frames[name] = (pd.read_csv(out), read_probs_frame(tmp_path / f"{name}.probs.csv", ids))
+    assert "age bands cut at 33 and 50" in " ".join(capsys.readouterr().out.split())
+    age = [f"age_p{i}" for i in range(3)]
+    expect = shift_age_bands(frames["plain"][1][age].to_numpy(), (30, 60), (33, 50))
+    np.testing.assert_allclose(frames["tuned"][1][age].to_numpy(), expect, atol=5e-5)  # float32 models
+    assert not np.allclose(frames["tuned"][1][age].to_numpy(), frames["plain"][1][age].to_numpy(), atol=1e-3)
+    tuned = frames["tuned"][1]
+    assert frames["tuned"][0]["ans"].tolist() == tuned[[f"class_p{i}" for i in range(18)]].to_numpy().argmax(1).tolist()
+    # A bands-head run refuses the file, naming it, and writes nothing.
+    bands = make_run(tmp_path / "bands", folds=(0,))
+    code = main(["--run", str(bands), "--data", str(eval_dir), "--out", str(tmp_path / "x.csv"), "--num-workers", "0",
+                 "--decision", str(run / "decision.json")])
+    assert code == 2 and str(run / "decision.json") in capsys.readouterr().err and not (tmp_path / "x.csv").exists()

@@ -33,7 +33,19 @@ def two_fold_run(tiny_cache, tmp_path_factory):
     r = launch([*DEMO, f"cache={tiny_cache}", f"output_dir={out}", "name=two", "folds=[0,1]", "epochs=2",
                 "batch_size=8", *TINY], None)
     assert r.returncode == 0, r.stderr[-3000:]
-    return out / "two"
+    run = out / "two"
+    shutil.copy(run / "decision.json", out / "decision_from_train.json")  # before a test refits it
+    return run
+
+
+@pytest.mark.slow
+def test_train_fits_the_configs_decision_on_every_folds_out_of_fold_predictions(two_fold_run):
+    # configs/demo.yaml: tune_decision: age (a regression age head's band cuts, fitted after the folds)
+    decision = json.loads((two_fold_run.parent / "decision_from_train.json").read_text())
+    assert decision["kind"] == "age_thresholds" and sorted(decision["fitted_on"]) == ["fold0", "fold1"]
+    low, high = decision["age_thresholds"]
+    assert abs(low - 30) <= 5 and abs(high - 60) <= 8
+    assert decision["oof_after"]["macro_f1"] >= decision["oof_before"]["macro_f1"]
 
 
 @pytest.mark.slow
@@ -116,7 +128,7 @@ def test_oof_refuses_a_fold_without_oof_or_folds_from_other_caches(two_fold_run,
 @pytest.mark.parametrize("age_head", ["regression", "distribution"])
 def test_an_age_head_trains_resumes_and_predicts_under_two_processes(age_head, tiny_cache, synth_data, tmp_path):
     common = [*DEMO, f"cache={tiny_cache}", f"output_dir={tmp_path}", "name=age", "folds=[0]", "epochs=2",
-              "batch_size=4", f"age_head={age_head}", *TINY]
+              "batch_size=4", f"age_head={age_head}", "tune_decision=none", *TINY]
     r = launch([*common, "stop_after_epochs=1"], "cpu_2proc.yaml")
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     r = launch([*common, "resume=auto"], "cpu_2proc.yaml")

@@ -120,7 +120,7 @@ def test_a_specialist_trains_under_two_processes_and_is_assembled(tiny_cache, sy
     """heads=[age] on 2 processes: its epochs are picked by the age F1, its checkpoint says which heads it
     holds, and infer.py assembles it with a full run's mask and gender."""
     common = ["--config", str(ROOT / "configs/demo.yaml"), f"cache={tiny_cache}", f"output_dir={tmp_path}",
-              "folds=[0]", "epochs=2", "batch_size=8", "age_head=bands", *TINY]
+              "folds=[0]", "epochs=2", "batch_size=8", "age_head=bands", "tune_decision=none", *TINY]
     r = launch([*common, "name=age", "heads=[age]"], "cpu_2proc.yaml")
     assert r.returncode == 0, r.stderr[-3000:]
     lines = metrics_lines(tmp_path / "age" / "fold0")

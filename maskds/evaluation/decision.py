@@ -1,21 +1,29 @@
-"""Decisions tuned for macro F1: per-class weights on the 18-class probabilities, fitted out of fold.
+"""Decisions tuned for macro F1 on a run's out-of-fold probabilities; `decision.json` in the run folder
+holds one and infer.py applies it.
 
-Macro F1 rewards the rare classes, which a plain argmax under-predicts. `fit_class_weights` searches
-weights w (coordinate ascent over a fixed grid, a few rounds) so that argmax(p * w) maximises macro F1
-on a run's out-of-fold probabilities, one weight per class (default) or per head value; `decision.json` in the run folder holds them and infer.py applies
-them. Fitted and scored on the same predictions, the out-of-fold gain is optimistic: judge it held out.
+Macro F1 rewards the rare classes, which a plain argmax under-predicts. Two kinds of rule:
+- class weights: `fit_class_weights` searches weights w (coordinate ascent over a fixed grid, a few rounds)
+  so that argmax(p * w) maximises macro F1, one weight per class (default) or per head value;
+- age thresholds (a regression age head): `fit_age_thresholds` picks the two ages where the bands are
+  cut (the model's age estimate is pulled toward the mean age, so the young are read as 30-ish);
+  infer.py computes each model's band probabilities at those cuts.
+Fitted and scored on the same predictions, the out-of-fold gain is optimistic: judge it held out.
 """
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ..core.atomic import atomic_path
 from ..core.errors import UserError
 from ..core.labels import NUM_CLASSES
+from ..core.probabilities import AGE_SIGMA, class_probs_from_heads
 
 DECISION_FILE = "decision.json"
 GRID = np.exp(np.linspace(np.log(0.4), np.log(2.5), 15))  # weights tried per class, 1.0 among them
@@ -70,12 +78,57 @@ def oof_fingerprints(run: str | Path) -> dict[str, str]:
             for p in sorted(Path(run).glob("fold*/oof.csv"))}
 
 
-def save_decision(run: str | Path, weights: np.ndarray, heads: dict, before: dict, after: dict,
+def shift_age_bands(age: np.ndarray, old: tuple[int, int], new: tuple[int, int]) -> np.ndarray:
+    """A regression age head's band probabilities at cuts `new`, from those at cuts `old` (exact: the
+    bands are a normal of AGE_SIGMA years around the predicted age, so each cut moves its quantile)."""
+    p = torch.as_tensor(age, dtype=torch.float64)
+    below = torch.special.ndtr(torch.special.ndtri(p[:, 0]) + (new[0] - old[0]) / AGE_SIGMA)
+    above = torch.special.ndtr(torch.special.ndtri(p[:, 2]) - (new[1] - old[1]) / AGE_SIGMA)
+    return torch.stack([below, (1 - below - above).clamp_min(0), above], 1).numpy()
+
+
+def fit_age_thresholds(probs: dict[str, np.ndarray], truth: np.ndarray, old: tuple[int, int],
+                       reach: tuple[int, int] = (5, 8)) -> tuple[int, int]:
+    """The band cuts (whole years, each within `reach` of `old`) whose class probabilities
+    (mask x gender x the shifted age bands) give the best macro F1 on these rows; ties: the smallest move."""
+    truth = np.asarray(truth, dtype=np.int64)
+    mask, gender = (torch.as_tensor(probs[k], dtype=torch.float64) for k in ("mask", "gender"))
+    moves = sorted(itertools.product(range(-reach[0], reach[0] + 1), range(-reach[1], reach[1] + 1)),
+                   key=lambda d: (abs(d[0]) + abs(d[1]), d))
+    best, best_cuts = -1.0, old
+    for d_low, d_high in moves:
+        cuts = (old[0] + d_low, old[1] + d_high)
+        age = torch.as_tensor(shift_age_bands(probs["age"], old, cuts))
+        score = macro_f1(truth, class_probs_from_heads(mask, gender, age).argmax(1).numpy())
+        if score > best + 1e-12:
+            best, best_cuts = score, cuts
+    return best_cuts
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A tuned decision: class weights on the 18-class probabilities, or the age bands' cuts."""
+
+    kind: str                                     # class_weights | age_thresholds
+    weights: np.ndarray | None = None             # [18] (class_weights)
+    age_thresholds: tuple[int, int] | None = None  # (age_thresholds)
+
+    def describe(self) -> str:
+        if self.kind == "age_thresholds":
+            return f"age bands cut at {self.age_thresholds[0]} and {self.age_thresholds[1]}"
+        return "class weights"
+
+
+def save_decision(run: str | Path, rule: np.ndarray | tuple[int, int], heads: dict, before: dict, after: dict,
                   per: str = "class") -> Path:
-    """Write RUN/decision.json: the weights, the heads and out-of-fold files they were fitted on, the scores."""
+    """Write RUN/decision.json: the rule (18 class weights, or two age cuts), the heads and out-of-fold files
+    it was fitted on, the scores."""
     path = Path(run) / DECISION_FILE
-    doc = {"kind": "class_weights", "per": per, "weights": [float(v) for v in weights], "heads": heads,
-           "fitted_on": oof_fingerprints(run),
+    if len(rule) == 2:
+        kind = {"kind": "age_thresholds", "age_thresholds": [int(v) for v in rule]}
+    else:
+        kind = {"kind": "class_weights", "per": per, "weights": [float(v) for v in rule]}
+    doc = {**kind, "heads": heads, "fitted_on": oof_fingerprints(run),
            "oof_before": before, "oof_after": after,
            "note": "fitted on the run's out-of-fold probabilities; oof_after is optimistic"}
     with atomic_path(path) as tmp:
@@ -83,19 +136,34 @@ def save_decision(run: str | Path, weights: np.ndarray, heads: dict, before: dic
     return path
 
 
-def load_decision(path: str | Path, heads: dict | None = None, run: str | Path | None = None) -> np.ndarray:
-    """The class weights of a decision file, checked: `heads` ({head, age_head}) must match if given, and
-    the out-of-fold files of `run` must be those it was fitted on (no fold added or retrained since)."""
+def _rule(doc: dict, path: Path) -> Decision:
+    """The rule of a parsed decision file, checked."""
+    if doc.get("kind") == "age_thresholds":
+        cuts = doc["age_thresholds"]
+        if (not isinstance(cuts, list) or len(cuts) != 2 or not all(isinstance(v, int) for v in cuts)
+                or not 0 < cuts[0] < cuts[1]):
+            raise UserError(f"decision file {path}: age_thresholds must be two whole ages, low < high, got {cuts!r}")
+        if doc["heads"].get("age_head") != "regression":
+            raise UserError(f"decision file {path}: age thresholds apply to a regression age head, not "
+                            f"{doc['heads'].get('age_head')!r}")
+        return Decision("age_thresholds", age_thresholds=(cuts[0], cuts[1]))
+    weights = np.asarray(doc["weights"], dtype=np.float64)
+    if doc.get("kind") != "class_weights" or weights.shape != (NUM_CLASSES,) or not (weights > 0).all():
+        raise UserError(f"decision file {path} must hold {NUM_CLASSES} positive class weights")
+    return Decision("class_weights", weights=weights)
+
+
+def load_decision(path: str | Path, heads: dict | None = None, run: str | Path | None = None) -> Decision:
+    """The rule of a decision file, checked: `heads` ({head, age_head}) must match if given, and the
+    out-of-fold files of `run` must be those it was fitted on (no fold added or retrained since)."""
     path = Path(path)
     try:
         doc = json.loads(path.read_text())
-        weights = np.asarray(doc["weights"], dtype=np.float64)
         fitted_for = doc["heads"]
-    except (OSError, ValueError, KeyError, TypeError) as err:
+        rule = _rule(doc, path)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
         raise UserError(f"decision file {path} is not a maskds decision ({err}); refit it with "
                         "`maskds oof RUN --tune-decision` or pass --no-tuned-decision") from None
-    if doc.get("kind") != "class_weights" or weights.shape != (NUM_CLASSES,) or not (weights > 0).all():
-        raise UserError(f"decision file {path} must hold {NUM_CLASSES} positive class weights")
     if heads is not None and fitted_for != heads:
         raise UserError(f"decision file {path} was fitted for heads {fitted_for}, but the run's checkpoints "
                         f"hold {heads}; refit it (`maskds oof RUN --tune-decision`) or pass --no-tuned-decision")
@@ -103,4 +171,4 @@ def load_decision(path: str | Path, heads: dict | None = None, run: str | Path |
         raise UserError(f"decision file {path} was fitted on other out-of-fold predictions than {run} holds now "
                         "(a fold was added or retrained); refit it (`maskds oof RUN --tune-decision`) or pass "
                         "--no-tuned-decision")
-    return weights
+    return rule

@@ -6,14 +6,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 import yaml
 from rich.console import Console
 
 from ..core.atomic import atomic_path
 from ..core.errors import UserError
-from ..core.labels import class_name
-from ..core.probabilities import PROB_COLUMNS
-from .decision import fit_class_weights, save_decision
+from ..core.labels import DEFAULT_AGE_THRESHOLDS, class_name
+from ..core.probabilities import PROB_COLUMNS, class_probs_from_heads, probs_from_frame
+from .decision import fit_age_thresholds, fit_class_weights, save_decision, shift_age_bands
 from .metrics import confusion, scores
 from .score import plot_confusion, print_tables
 
@@ -69,33 +70,46 @@ def class_probs(oof: pd.DataFrame) -> np.ndarray:
     return oof[[f"class_p{i}" for i in range(18)]].to_numpy(np.float64)
 
 
-def run_heads(run: str | Path) -> dict:
-    """The heads ({head, age_head}) the run's folds were trained with; all folds must agree."""
-    found = {}
+def _fold_configs(run: str | Path) -> dict[Path, dict]:
+    configs = {}
     for d in fold_dirs(Path(run)):
         try:
-            config = yaml.safe_load((d / "config.yaml").read_text()) or {}
+            configs[d] = yaml.safe_load((d / "config.yaml").read_text()) or {}
         except (OSError, yaml.YAMLError) as err:
             raise UserError(f"{d / 'config.yaml'} cannot be read ({err})") from None
-        found[d] = {"head": config.get("head", "multihead"), "age_head": config.get("age_head", "bands")}
+    return configs
+
+
+def run_heads(run: str | Path) -> dict:
+    """The heads ({head, age_head}) the run's folds were trained with; all folds must agree."""
+    found = {d: {"head": c.get("head", "multihead"), "age_head": c.get("age_head", "bands")}
+             for d, c in _fold_configs(run).items()}
     if len({json.dumps(h, sort_keys=True) for h in found.values()}) > 1:
         raise UserError(f"the folds of {run} hold different heads", [f"{d}: {h}" for d, h in found.items()])
     return next(iter(found.values()))
 
 
+def run_age_thresholds(run: str | Path) -> tuple[int, int]:
+    """The age band cuts the run's folds were trained with; all folds must agree."""
+    found = {d: tuple(c.get("age_thresholds", DEFAULT_AGE_THRESHOLDS)) for d, c in _fold_configs(run).items()}
+    if len(set(found.values())) > 1:
+        raise UserError(f"the folds of {run} were trained with different age_thresholds",
+                        [f"{d}: {t}" for d, t in found.items()])
+    low, high = next(iter(found.values()))
+    return int(low), int(high)
+
+
 def run_oof(run: str | Path, as_json: bool = False, plot: str | Path | None = None,
             gallery: str | Path | None = None, top: int = 36, tune: str | None = None) -> dict:
     """Print (or return as one JSON line) the cross-validated scores of a run; optional plots; with
-    `tune` ("head" or "class"), fit class weights for macro F1 on these predictions, saved as RUN/decision.json."""
+    `tune` (class, head or age: see `tune_decision`), fit a decision for macro F1 on these predictions,
+    saved as RUN/decision.json."""
     oof = read_oof(run)
     probs, y_true = class_probs(oof), oof["truth"].to_numpy()
     y_pred = probs.argmax(1)
     result = {**scores(y_true, y_pred), "folds": int(oof["fold"].nunique()), "persons": int(oof["person_id"].nunique())}
     if tune:
-        weights = fit_class_weights(probs, y_true, per=tune)
-        result["tuned"] = scores(y_true, (probs * weights).argmax(1))
-        path = save_decision(run, weights, run_heads(run), {k: result[k] for k in ("macro_f1", "age_f1")},
-                             {k: result["tuned"][k] for k in ("macro_f1", "age_f1")}, per=tune)
+        path, result["tuned"], rule = tune_decision(run, oof, tune, result)
     matrix = confusion(y_true, y_pred)
     if plot is not None:
         plot_confusion(matrix, plot)
@@ -108,10 +122,36 @@ def run_oof(run: str | Path, as_json: bool = False, plot: str | Path | None = No
         if gallery is not None:
             Console().print(f"error gallery: {gallery}")
         if tune:
-            Console().print(f"tuned decision (class weights) -> {path}: out-of-fold macro F1 {result['macro_f1']:.4f} "
+            Console().print(f"tuned decision ({rule}) -> {path}: out-of-fold macro F1 {result['macro_f1']:.4f} "
                             f"-> {result['tuned']['macro_f1']:.4f} (optimistic: fitted on these predictions; "
                             "judge it on held-out data)")
     return result
+
+
+def tune_decision(run: str | Path, oof: pd.DataFrame, kind: str, before: dict) -> tuple[Path, dict, str]:
+    """Fit a decision on the out-of-fold rows and save it as RUN/decision.json: `kind` class (18 class
+    weights), head (8 head-value weights) or age (the age bands' two cuts; a regression age head).
+    Returns (its path, the out-of-fold scores with it, its description)."""
+    heads, truth = run_heads(run), oof["truth"].to_numpy()
+    keep = ("macro_f1", "age_f1")
+    if kind == "age":
+        if heads != {"head": "multihead", "age_head": "regression"}:
+            raise UserError(f"--tune-decision age needs a run with head=multihead and age_head=regression; "
+                            f"{run} holds {heads}")
+        old = run_age_thresholds(run)
+        probs = probs_from_frame(oof)
+        cuts = fit_age_thresholds(probs, truth, old)
+        age = torch.as_tensor(shift_age_bands(probs["age"], old, cuts))
+        mask, gender = (torch.as_tensor(probs[k]) for k in ("mask", "gender"))
+        after = scores(truth, class_probs_from_heads(mask, gender, age).argmax(1).numpy())
+        path = save_decision(run, cuts, heads, {k: before[k] for k in keep}, {k: after[k] for k in keep})
+        return path, after, f"age bands cut at {cuts[0]} and {cuts[1]}, trained at {old[0]} and {old[1]}"
+    if kind not in ("class", "head"):
+        raise UserError(f"tune decision: kind must be class, head or age, got {kind!r}")
+    weights = fit_class_weights(class_probs(oof), truth, per=kind)
+    after = scores(truth, (class_probs(oof) * weights).argmax(1))
+    path = save_decision(run, weights, heads, {k: before[k] for k in keep}, {k: after[k] for k in keep}, per=kind)
+    return path, after, f"{kind} weights"
 
 
 def confident_mistakes(oof: pd.DataFrame, top: int) -> pd.DataFrame:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -13,10 +14,10 @@ import pandas as pd
 from ..core.errors import UserError
 from ..core.labels import HEAD_NAMES
 from ..core.probabilities import Probs, to_frame
-from ..evaluation.decision import DECISION_FILE, load_decision
+from ..evaluation.decision import DECISION_FILE, Decision, load_decision
 from .assemble import assemble, check_learned, parse_heads
 from .inputs import find_checkpoints, read_info
-from .models import check_heads, load_member, make_accelerator
+from .models import Member, check_heads, load_member, make_accelerator
 from .predict import predict_runs
 from .tta import TTA_PRESETS, VIEWS, parse_tta
 from .voting import answers, combine_runs, read_probs, write_atomic
@@ -56,7 +57,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--folds", type=int, nargs="+", default=None, metavar="K",
                    help="only these folds of each run (default: every fold<k> found)")
     p.add_argument("--decision", type=Path, default=None, metavar="JSON",
-                   help="a tuned decision (class weights) to apply; default: the run's decision.json when "
+                   help="a tuned decision (class weights, or a regression age head's band cuts) to apply; "
+                   "default: the run's decision.json when "
                    "one run is predicted and it has one (`maskds oof RUN --tune-decision` writes it)")
     p.add_argument("--no-tuned-decision", action="store_true",
                    help="answer with the plain argmax even when the run has a decision.json")
@@ -127,7 +129,10 @@ def run_inference(args: argparse.Namespace, probs_path: Path) -> int:
                for i, src in enumerate(sources) if not isinstance(src, Path) for k, p in src]
     check_heads(members)
     check_learned(members, [h.heads for h in heads] if heads else [HEAD_NAMES] * len(given), given)
-    weights, decision = choose_decision(args, members)
+    rule, decision = choose_decision(args, members)
+    if rule is not None and rule.kind == "age_thresholds":
+        members = with_age_thresholds(members, rule.age_thresholds, decision)
+    weights = rule.weights if rule is not None else None
 
     views = parse_tta(args.tta)
     start = time.perf_counter()
@@ -139,7 +144,7 @@ def run_inference(args: argparse.Namespace, probs_path: Path) -> int:
         voted = assemble(runs, heads) if heads else combine_runs(runs, args.weights)
         write_outputs(ids, voted, args.out, probs_path, weights)
         if decision is not None:
-            print(f"applied the tuned decision {decision} (class weights; --no-tuned-decision for plain argmax)")
+            print(f"applied the tuned decision {decision} ({rule.describe()}; --no-tuned-decision for plain argmax)")
         if members:
             print(f"{len(ids)} images x {len(members)} model(s) x {len(views)} TTA view(s) in {seconds:.1f}s: "
                   f"{len(ids) / max(seconds, 1e-9):.1f} images/s on {accelerator.num_processes} process(es)")
@@ -150,8 +155,8 @@ def run_inference(args: argparse.Namespace, probs_path: Path) -> int:
     return 0
 
 
-def choose_decision(args: argparse.Namespace, members: list) -> tuple[np.ndarray | None, Path | None]:
-    """The class weights to answer with, and their file: --decision, else the one run's decision.json.
+def choose_decision(args: argparse.Namespace, members: list) -> tuple[Decision | None, Path | None]:
+    """The decision to answer with, and its file: --decision, else the one run's decision.json.
 
     A decision is checked against the heads of the run it is applied to (one run predicted); an
     ensemble of several runs answers with the plain argmax unless --decision names a file.
@@ -167,6 +172,16 @@ def choose_decision(args: argparse.Namespace, members: list) -> tuple[np.ndarray
         return None, None
     held = dict(zip(("head", "age_head"), next(iter(heads)))) if len(heads) == 1 else None
     return load_decision(path, held, args.run[0] if one_run else None), path
+
+
+def with_age_thresholds(members: list[Member], cuts: tuple[int, int], path: Path) -> list[Member]:
+    """The members, each regression age head's bands cut at `cuts` (a tuned decision's): its band
+    probabilities, and so what is voted and written, are read at those ages."""
+    if not any(m.spec.age_head == "regression" for m in members):
+        raise UserError(f"decision file {path} cuts a regression age head's bands, and no model predicted here "
+                        "has one; pass --no-tuned-decision or another --decision")
+    return [dataclasses.replace(m, spec=dataclasses.replace(m.spec, age_thresholds=cuts))
+            if m.spec.age_head == "regression" else m for m in members]
 
 
 def write_outputs(ids: list[str], probs: Probs, out: Path, probs_path: Path, weights: np.ndarray | None = None) -> None:

@@ -100,6 +100,10 @@ class TrainConfig:
                                               # H100 it made the first step 3x slower and no later one faster)
     validate_raw: bool = False                # also score the raw (non-EMA) weights every epoch (the EMA's
                                               # scores pick the checkpoint; raw ones only draw the curves)
+    tune_decision: str = "none"               # none | class | head | age: after the folds, fit a decision for
+                                              # macro F1 on the run's out-of-fold predictions into
+                                              # decision.json, which infer.py applies (`maskds oof
+                                              # --tune-decision KIND`; age: a regression age head's cuts)
     stop_after_epochs: int = 0                # >0: leave after this many epochs of this invocation, state
                                               # saved, as if killed (time-boxed jobs; resume=auto goes on)
 

@@ -17,7 +17,8 @@ from ..core.distributed import on_main, use_cpu
 from ..core.errors import UserError
 from ..core.probabilities import Probs
 from ..data.cache import TRAIN_ONLY_FOLD, cache_crop, cache_id
-from ..evaluation.metrics import selection_score
+from ..evaluation.metrics import scores, selection_score
+from ..evaluation.oof import class_probs, read_oof, tune_decision
 from .checkpoint import resolved_metadata, resume_dir, save_state_atomic
 from .config import TrainConfig
 from .datasets import load_train_split
@@ -36,7 +37,7 @@ LEGACY_VALUES = {"images_on_device": False}
 
 # Keys that may change between a killed run and its resume without changing the result.
 RESUME_FREE_KEYS = {"resume", "stop_after_epochs", "num_workers", "log_with", "folds", "compile", "validate_raw",
-                    "cudnn_benchmark"}
+                    "cudnn_benchmark", "tune_decision"}
 
 
 @dataclass(frozen=True)
@@ -125,7 +126,30 @@ def run(config: TrainConfig) -> None:
     for fold, fold_dir, state in plan:
         train_fold(config, data, fold, fold_dir, state)
     processes.wait_for_everyone()
+    if config.tune_decision != "none" and processes.is_main_process:
+        fit_decision(Path(config.output_dir) / config.name, config)
+    processes.wait_for_everyone()
     processes.destroy_process_group()  # once, after the last fold (what end_training would do per fold)
+
+
+def fit_decision(run: Path, config: TrainConfig) -> None:
+    """`tune_decision`: fit the decision on the out-of-fold predictions of every fold the run holds now
+    (`maskds oof RUN --tune-decision KIND`). The folds are trained either way: a run it cannot be fitted
+    on (a fold of another cache, a fold without oof.csv) is reported, not raised."""
+    kind = config.tune_decision
+    if len(config.heads) < 3:  # infer.py applies no run's decision to heads assembled with --head
+        show(f"[yellow]tune_decision: not fitted, a specialist (heads={config.heads}) answers with other runs[/]")
+        return
+    try:
+        oof = read_oof(run)
+        before = scores(oof["truth"].to_numpy(), class_probs(oof).argmax(1))
+        path, after, rule = tune_decision(run, oof, kind, before)
+    except UserError as err:
+        show(f"[yellow]tune_decision: not fitted: {err}[/]")
+        return
+    show(f"tuned decision ({rule}) -> {path}: out-of-fold macro F1 {before['macro_f1']:.4f} -> "
+         f"{after['macro_f1']:.4f} over {oof['fold'].nunique()} fold(s) (fitted there: judge it held out; "
+         "infer.py applies it, --no-tuned-decision does not)")
 
 
 def resolve_device_images(config: TrainConfig, processes: PartialState, n_images: int, image_size: list[int]) -> bool:
