@@ -28,7 +28,6 @@ def test_overrides_are_parsed_as_yaml_and_checked():
     ("folds=[0,0]", "folds"),             # a fold twice would train into one folder twice
     ("folds=[-1]", "folds"),
     ("tune_decision=maybe", "tune_decision"),
-    ("age_head=bands", "tune_decision"),    # demo.yaml tunes age cuts, which a bands head does not have
 ])
 def test_bad_overrides_name_the_key(override, named):
     with pytest.raises(UserError, match=named):

@@ -90,6 +90,8 @@ def test_age_cuts_fitted_to_an_estimate_pulled_toward_the_mean_age():
         cls = class_probs_from_heads(torch.as_tensor(probs["mask"]), torch.as_tensor(probs["gender"]), age)
         return macro_f1(truth, cls.argmax(1).numpy())
     assert f1(cuts) > f1((30, 60)) + 0.1
+    low, high = fit_age_thresholds(probs, truth, (3, 6))  # moves that would cross or leave the ages are not tried
+    assert 0 < low < high
 
 
 def test_an_age_decision_round_trips_and_is_refused_for_other_heads_or_bad_cuts(tmp_path):

@@ -297,8 +297,10 @@ def test_an_age_decision_reads_the_regression_bands_at_its_cuts(tmp_path, eval_d
     assert not np.allclose(frames["tuned"][1][age].to_numpy(), frames["plain"][1][age].to_numpy(), atol=1e-3)
     tuned = frames["tuned"][1]
     assert frames["tuned"][0]["ans"].tolist() == tuned[[f"class_p{i}" for i in range(18)]].to_numpy().argmax(1).tolist()
-    # A bands-head run refuses the file, naming it, and writes nothing.
+    # A bands-head run refuses the file, naming it, and writes nothing; so do heads assembled with the age
+    # from a bands run, even though the regression run gives the mask and gender.
     bands = make_run(tmp_path / "bands", folds=(0,))
-    code = main(["--run", str(bands), "--data", str(eval_dir), "--out", str(tmp_path / "x.csv"), "--num-workers", "0",
-                 "--decision", str(run / "decision.json")])
-    assert code == 2 and str(run / "decision.json") in capsys.readouterr().err and not (tmp_path / "x.csv").exists()
+    for source in (["--run", str(bands)], ["--head", f"mask,gender={run}", "--head", f"age={bands}"]):
+        code = main([*source, "--data", str(eval_dir), "--out", str(tmp_path / "x.csv"), "--num-workers", "0",
+                     "--decision", str(run / "decision.json")])
+        assert code == 2 and str(run / "decision.json") in capsys.readouterr().err and not (tmp_path / "x.csv").exists()

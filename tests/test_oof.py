@@ -128,7 +128,7 @@ def test_oof_refuses_a_fold_without_oof_or_folds_from_other_caches(two_fold_run,
 @pytest.mark.parametrize("age_head", ["regression", "distribution"])
 def test_an_age_head_trains_resumes_and_predicts_under_two_processes(age_head, tiny_cache, synth_data, tmp_path):
     common = [*DEMO, f"cache={tiny_cache}", f"output_dir={tmp_path}", "name=age", "folds=[0]", "epochs=2",
-              "batch_size=4", f"age_head={age_head}", "tune_decision=none", *TINY]
+              "batch_size=4", f"age_head={age_head}", *TINY]
     r = launch([*common, "stop_after_epochs=1"], "cpu_2proc.yaml")
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     r = launch([*common, "resume=auto"], "cpu_2proc.yaml")
@@ -138,9 +138,12 @@ def test_an_age_head_trains_resumes_and_predicts_under_two_processes(age_head, t
     best = read_best(fold / "best.safetensors")
     assert best.resolved["age_head"] == age_head and best.config.age_head == age_head
     assert (fold / "oof.csv").is_file()
+    # demo.yaml's tune_decision: age, fitted on the main process (regression), or not fitted (distribution)
+    assert (tmp_path / "age" / "decision.json").is_file() == (age_head == "regression")
     out = tmp_path / "sub.csv"
     res = infer("--run", tmp_path / "age", "--data", synth_data / "eval", "--out", out, "--tta", "hflip")
     assert res.returncode == 0, res.stderr[-3000:]
+    assert ("age bands cut at" in res.stdout) == (age_head == "regression")
     probs = pd.read_csv(tmp_path / "sub.probs.csv")
     assert np.allclose(probs[[f"age_p{i}" for i in range(3)]].sum(axis=1), 1, atol=1e-5)
     assert pd.read_csv(out)["ans"].between(0, 17).all()

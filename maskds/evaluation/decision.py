@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -93,8 +93,8 @@ def fit_age_thresholds(probs: dict[str, np.ndarray], truth: np.ndarray, old: tup
     (mask x gender x the shifted age bands) give the best macro F1 on these rows; ties: the smallest move."""
     truth = np.asarray(truth, dtype=np.int64)
     mask, gender = (torch.as_tensor(probs[k], dtype=torch.float64) for k in ("mask", "gender"))
-    moves = sorted(itertools.product(range(-reach[0], reach[0] + 1), range(-reach[1], reach[1] + 1)),
-                   key=lambda d: (abs(d[0]) + abs(d[1]), d))
+    moves = sorted((d for d in itertools.product(range(-reach[0], reach[0] + 1), range(-reach[1], reach[1] + 1))
+                    if 0 < old[0] + d[0] < old[1] + d[1]), key=lambda d: (abs(d[0]) + abs(d[1]), d))
     best, best_cuts = -1.0, old
     for d_low, d_high in moves:
         cuts = (old[0] + d_low, old[1] + d_high)
@@ -110,7 +110,7 @@ class Decision:
     """A tuned decision: class weights on the 18-class probabilities, or the age bands' cuts."""
 
     kind: str                                     # class_weights | age_thresholds
-    weights: np.ndarray | None = None             # [18] (class_weights)
+    weights: np.ndarray | None = field(default=None, compare=False)  # [18] (class_weights)
     age_thresholds: tuple[int, int] | None = None  # (age_thresholds)
 
     def describe(self) -> str:
@@ -163,12 +163,12 @@ def load_decision(path: str | Path, heads: dict | None = None, run: str | Path |
         rule = _rule(doc, path)
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
         raise UserError(f"decision file {path} is not a maskds decision ({err}); refit it with "
-                        "`maskds oof RUN --tune-decision` or pass --no-tuned-decision") from None
+                        "`maskds oof RUN --tune-decision [class|head|age]` or pass --no-tuned-decision") from None
+    refit = f"`maskds oof RUN --tune-decision{' age' if rule.kind == 'age_thresholds' else ''}`"
     if heads is not None and fitted_for != heads:
         raise UserError(f"decision file {path} was fitted for heads {fitted_for}, but the run's checkpoints "
-                        f"hold {heads}; refit it (`maskds oof RUN --tune-decision`) or pass --no-tuned-decision")
+                        f"hold {heads}; refit it ({refit}) or pass --no-tuned-decision")
     if run is not None and doc.get("fitted_on") != oof_fingerprints(run):
         raise UserError(f"decision file {path} was fitted on other out-of-fold predictions than {run} holds now "
-                        "(a fold was added or retrained); refit it (`maskds oof RUN --tune-decision`) or pass "
-                        "--no-tuned-decision")
+                        f"(a fold was added or retrained); refit it ({refit}) or pass --no-tuned-decision")
     return rule

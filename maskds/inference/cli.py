@@ -130,8 +130,9 @@ def run_inference(args: argparse.Namespace, probs_path: Path) -> int:
     check_heads(members)
     check_learned(members, [h.heads for h in heads] if heads else [HEAD_NAMES] * len(given), given)
     rule, decision = choose_decision(args, members)
-    if rule is not None and rule.kind == "age_thresholds":
-        members = with_age_thresholds(members, rule.age_thresholds, decision)
+    if rule is not None and rule.kind == "age_thresholds":  # on the run(s) that answer for the age
+        age_runs = {i for i, h in enumerate(heads) if "age" in h.heads} if heads else set(range(len(given)))
+        members = with_age_thresholds(members, rule.age_thresholds, decision, age_runs)
     weights = rule.weights if rule is not None else None
 
     views = parse_tta(args.tta)
@@ -174,18 +175,21 @@ def choose_decision(args: argparse.Namespace, members: list) -> tuple[Decision |
     return load_decision(path, held, args.run[0] if one_run else None), path
 
 
-def with_age_thresholds(members: list[Member], cuts: tuple[int, int], path: Path) -> list[Member]:
-    """The members, each regression age head's bands cut at `cuts` (a tuned decision's): its band
-    probabilities, and so what is voted and written, are read at those ages."""
-    if not any(m.spec.age_head == "regression" for m in members):
-        raise UserError(f"decision file {path} cuts a regression age head's bands, and no model predicted here "
-                        "has one; pass --no-tuned-decision or another --decision")
-    return [dataclasses.replace(m, spec=dataclasses.replace(m.spec, age_thresholds=cuts))
-            if m.spec.age_head == "regression" else m for m in members]
+def with_age_thresholds(members: list[Member], cuts: tuple[int, int], path: Path, runs: set[int]) -> list[Member]:
+    """The members, the regression age heads of `runs` (those answering for the age) cut at `cuts` (a tuned
+    decision's): their band probabilities, and so what is voted and written, are read at those ages."""
+    def cut(m: Member) -> bool:
+        return m.run in runs and m.spec.age_head == "regression"
+    if not any(cut(m) for m in members):
+        raise UserError(f"decision file {path} cuts a regression age head's bands, and no model predicting the "
+                        "age here has one; pass --no-tuned-decision or another --decision")
+    return [dataclasses.replace(m, spec=dataclasses.replace(m.spec, age_thresholds=cuts)) if cut(m) else m
+            for m in members]
 
 
 def write_outputs(ids: list[str], probs: Probs, out: Path, probs_path: Path, weights: np.ndarray | None = None) -> None:
-    """Probabilities file (the soft vote, untouched), then the submission (info.csv's rows and order, `ans`
-    = argmax of the class probabilities, times the tuned decision's class weights if any), both atomic."""
+    """Probabilities file (the soft vote: a tuned age decision's cuts included, class weights not), then the
+    submission (info.csv's rows and order, `ans` = argmax of the class probabilities, times the tuned
+    decision's class weights if any), both atomic."""
     write_atomic(to_frame(ids, probs), probs_path, float_format="%.8g")
     write_atomic(pd.DataFrame({"ImageID": ids, "ans": answers(probs, weights)}), out)

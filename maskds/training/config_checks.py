@@ -48,9 +48,6 @@ def menu_problems(c) -> list[str]:
                         "loss would learn from one image per person and epoch, not only its gender and age")
     if c.tune_decision not in ("none", "class", "head", "age"):
         problems.append(f"tune_decision: must be one of none, class, head, age, got {c.tune_decision!r}")
-    elif c.tune_decision == "age" and (c.head, c.age_head) != ("multihead", "regression"):
-        problems.append(f"tune_decision: age tunes a regression age head's band cuts, and this run has "
-                        f"head={c.head} age_head={c.age_head}; also pass tune_decision=none (or class)")
     if c.sam_rho < 0:
         problems.append(f"sam_rho: must be >= 0 (0 turns SAM off), got {c.sam_rho}")
     if c.sam_rho > 0 and c.grad_accum_steps > 1:

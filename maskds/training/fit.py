@@ -126,9 +126,9 @@ def run(config: TrainConfig) -> None:
     for fold, fold_dir, state in plan:
         train_fold(config, data, fold, fold_dir, state)
     processes.wait_for_everyone()
-    if config.tune_decision != "none" and processes.is_main_process:
-        fit_decision(Path(config.output_dir) / config.name, config)
-    processes.wait_for_everyone()
+    if config.tune_decision != "none":
+        on_main(processes, "fitting the tuned decision", lambda: fit_decision(Path(config.output_dir) / config.name,
+                                                                              config))
     processes.destroy_process_group()  # once, after the last fold (what end_training would do per fold)
 
 
@@ -140,11 +140,15 @@ def fit_decision(run: Path, config: TrainConfig) -> None:
     if len(config.heads) < 3:  # infer.py applies no run's decision to heads assembled with --head
         show(f"[yellow]tune_decision: not fitted, a specialist (heads={config.heads}) answers with other runs[/]")
         return
+    if kind == "age" and (config.head, config.age_head) != ("multihead", "regression"):  # e.g. a tune trial
+        show(f"[yellow]tune_decision: age cuts a regression age head's bands; not fitted for head={config.head} "
+             f"age_head={config.age_head}[/]")
+        return
     try:
         oof = read_oof(run)
         before = scores(oof["truth"].to_numpy(), class_probs(oof).argmax(1))
         path, after, rule = tune_decision(run, oof, kind, before)
-    except UserError as err:
+    except (UserError, OSError) as err:  # the folds are trained and saved either way
         show(f"[yellow]tune_decision: not fitted: {err}[/]")
         return
     show(f"tuned decision ({rule}) -> {path}: out-of-fold macro F1 {before['macro_f1']:.4f} -> "
