@@ -2,6 +2,7 @@
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -10,6 +11,9 @@ from maskds.core.probabilities import AGE_CENTER, AGE_SCALE, HeadSpec, class_pro
 from maskds.evaluation.decision import (fit_age_thresholds, fit_class_weights, load_decision, macro_f1, save_decision,
                                         shift_age_bands)
 from maskds.evaluation.metrics import scores
+from maskds.inference.cli import main
+
+from test_inference import make_eval_dir, make_run, read_probs_frame
 
 
 def test_fast_macro_f1_is_sklearns():
@@ -106,3 +110,30 @@ def test_an_age_decision_round_trips_and_is_refused_for_other_heads_or_bad_cuts(
     path.write_text(json.dumps({**doc, "age_thresholds": [55, 32]}))
     with pytest.raises(UserError, match=f"{path}.*low < high"):
         load_decision(path)
+
+
+def test_an_age_decision_reads_the_regression_bands_at_its_cuts(tmp_path, capsys):
+    eval_dir = make_eval_dir(tmp_path / "eval")
+    run = make_run(tmp_path / "run", folds=(0,), age_head="regression")
+    heads = {"head": "multihead", "age_head": "regression"}
+    save_decision(run, (33, 50), heads, {"macro_f1": 0.5}, {"macro_f1": 0.6})
+    ids = pd.read_csv(eval_dir / "info.csv")["ImageID"].tolist()
+    frames = {}
+    for name, extra in (("tuned", []), ("plain", ["--no-tuned-decision"])):
+        out = tmp_path / f"{name}.csv"
+        assert main(["--run", str(run), "--data", str(eval_dir), "--out", str(out), "--num-workers", "0", *extra]) == 0
+        frames[name] = (pd.read_csv(out), read_probs_frame(tmp_path / f"{name}.probs.csv", ids))
+    assert "age bands cut at 33 and 50" in " ".join(capsys.readouterr().out.split())
+    age = [f"age_p{i}" for i in range(3)]
+    expect = shift_age_bands(frames["plain"][1][age].to_numpy(), (30, 60), (33, 50))
+    np.testing.assert_allclose(frames["tuned"][1][age].to_numpy(), expect, atol=5e-5)  # float32 models
+    assert not np.allclose(frames["tuned"][1][age].to_numpy(), frames["plain"][1][age].to_numpy(), atol=1e-3)
+    tuned = frames["tuned"][1]
+    assert frames["tuned"][0]["ans"].tolist() == tuned[[f"class_p{i}" for i in range(18)]].to_numpy().argmax(1).tolist()
+    # A bands-head run refuses the file, naming it, and writes nothing; so do heads assembled with the age
+    # from a bands run, even though the regression run gives the mask and gender.
+    bands = make_run(tmp_path / "bands", folds=(0,))
+    for source in (["--run", str(bands)], ["--head", f"mask,gender={run}", "--head", f"age={bands}"]):
+        code = main([*source, "--data", str(eval_dir), "--out", str(tmp_path / "x.csv"), "--num-workers", "0",
+                     "--decision", str(run / "decision.json")])
+        assert code == 2 and str(run / "decision.json") in capsys.readouterr().err and not (tmp_path / "x.csv").exists()
