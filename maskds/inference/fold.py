@@ -48,7 +48,7 @@ def conv_bn_pairs(model: nn.Module, example: torch.Tensor) -> list[tuple[str, st
     """(convolution name, BatchNorm name) pairs where the BatchNorm's input is the convolution's output,
     each module called once in a forward of `example`."""
     names = {m: n for n, m in model.named_modules(remove_duplicate=False)}
-    produced: dict[int, tuple[nn.Module, torch.Tensor]] = {}
+    produced: dict[int, tuple[nn.Module, torch.Tensor, int]] = {}  # id -> (conv, its output, output version)
     calls: dict[nn.Module, int] = {}
     seen: list[tuple[nn.Module, nn.Module]] = []
 
