@@ -87,19 +87,25 @@ def shift_age_bands(age: np.ndarray, old: tuple[int, int], new: tuple[int, int])
     return torch.stack([below, (1 - below - above).clamp_min(0), above], 1).numpy()
 
 
+def age_cut_classes(probs: dict[str, np.ndarray], old: tuple[int, int], cuts: tuple[int, int]) -> np.ndarray:
+    """The 18-class answers (argmax of mask x gender x age bands) with a regression age head's bands read
+    at `cuts` instead of `old`."""
+    mask, gender = (torch.as_tensor(probs[k], dtype=torch.float64) for k in ("mask", "gender"))
+    age = torch.as_tensor(shift_age_bands(probs["age"], old, cuts))
+    return class_probs_from_heads(mask, gender, age).argmax(1).numpy()
+
+
 def fit_age_thresholds(probs: dict[str, np.ndarray], truth: np.ndarray, old: tuple[int, int],
                        reach: tuple[int, int] = (5, 8)) -> tuple[int, int]:
     """The band cuts (whole years, each within `reach` of `old`) whose class probabilities
     (mask x gender x the shifted age bands) give the best macro F1 on these rows; ties: the smallest move."""
     truth = np.asarray(truth, dtype=np.int64)
-    mask, gender = (torch.as_tensor(probs[k], dtype=torch.float64) for k in ("mask", "gender"))
     moves = sorted((d for d in itertools.product(range(-reach[0], reach[0] + 1), range(-reach[1], reach[1] + 1))
                     if 0 < old[0] + d[0] < old[1] + d[1]), key=lambda d: (abs(d[0]) + abs(d[1]), d))
     best, best_cuts = -1.0, old
     for d_low, d_high in moves:
         cuts = (old[0] + d_low, old[1] + d_high)
-        age = torch.as_tensor(shift_age_bands(probs["age"], old, cuts))
-        score = macro_f1(truth, class_probs_from_heads(mask, gender, age).argmax(1).numpy())
+        score = macro_f1(truth, age_cut_classes(probs, old, cuts))
         if score > best + 1e-12:
             best, best_cuts = score, cuts
     return best_cuts

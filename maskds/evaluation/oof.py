@@ -6,15 +6,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 import yaml
 from rich.console import Console
 
 from ..core.atomic import atomic_path
 from ..core.errors import UserError
 from ..core.labels import DEFAULT_AGE_THRESHOLDS, class_name
-from ..core.probabilities import PROB_COLUMNS, class_probs_from_heads, probs_from_frame
-from .decision import fit_age_thresholds, fit_class_weights, save_decision, shift_age_bands
+from ..core.probabilities import PROB_COLUMNS, probs_from_frame
+from .decision import Decision, age_cut_classes, fit_age_thresholds, fit_class_weights, save_decision
 from .metrics import confusion, scores
 from .score import plot_confusion, print_tables
 
@@ -109,7 +108,7 @@ def run_oof(run: str | Path, as_json: bool = False, plot: str | Path | None = No
     y_pred = probs.argmax(1)
     result = {**scores(y_true, y_pred), "folds": int(oof["fold"].nunique()), "persons": int(oof["person_id"].nunique())}
     if tune:
-        path, result["tuned"], rule = tune_decision(run, oof, tune, result)
+        path, _, result["tuned"], rule = tune_decision(run, oof, tune)
     matrix = confusion(y_true, y_pred)
     if plot is not None:
         plot_confusion(matrix, plot)
@@ -128,30 +127,28 @@ def run_oof(run: str | Path, as_json: bool = False, plot: str | Path | None = No
     return result
 
 
-def tune_decision(run: str | Path, oof: pd.DataFrame, kind: str, before: dict) -> tuple[Path, dict, str]:
+def tune_decision(run: str | Path, oof: pd.DataFrame, kind: str) -> tuple[Path, dict, dict, str]:
     """Fit a decision on the out-of-fold rows and save it as RUN/decision.json: `kind` class (18 class
     weights), head (8 head-value weights) or age (the age bands' two cuts; a regression age head).
-    Returns (its path, the out-of-fold scores with it, its description)."""
-    heads, truth = run_heads(run), oof["truth"].to_numpy()
-    keep = ("macro_f1", "age_f1")
+    Returns (its path, the out-of-fold scores without and with it, its description)."""
+    heads, truth, probs = run_heads(run), oof["truth"].to_numpy(), class_probs(oof)
+    before = scores(truth, probs.argmax(1))
     if kind == "age":
         if heads != {"head": "multihead", "age_head": "regression"}:
             raise UserError(f"--tune-decision age needs a run with head=multihead and age_head=regression; "
                             f"{run} holds {heads}")
-        old = run_age_thresholds(run)
-        probs = probs_from_frame(oof)
-        cuts = fit_age_thresholds(probs, truth, old)
-        age = torch.as_tensor(shift_age_bands(probs["age"], old, cuts))
-        mask, gender = (torch.as_tensor(probs[k]) for k in ("mask", "gender"))
-        after = scores(truth, class_probs_from_heads(mask, gender, age).argmax(1).numpy())
-        path = save_decision(run, cuts, heads, {k: before[k] for k in keep}, {k: after[k] for k in keep})
-        return path, after, f"age bands cut at {cuts[0]} and {cuts[1]}, trained at {old[0]} and {old[1]}"
-    if kind not in ("class", "head"):
+        old, heads_probs = run_age_thresholds(run), probs_from_frame(oof)
+        rule = cuts = fit_age_thresholds(heads_probs, truth, old)
+        after = scores(truth, age_cut_classes(heads_probs, old, cuts))
+        what = f"{Decision('age_thresholds', age_thresholds=cuts).describe()}, trained at {old[0]} and {old[1]}"
+    elif kind in ("class", "head"):
+        rule = fit_class_weights(probs, truth, per=kind)
+        after, what = scores(truth, (probs * rule).argmax(1)), f"{kind} weights"
+    else:
         raise UserError(f"tune decision: kind must be class, head or age, got {kind!r}")
-    weights = fit_class_weights(class_probs(oof), truth, per=kind)
-    after = scores(truth, (class_probs(oof) * weights).argmax(1))
-    path = save_decision(run, weights, heads, {k: before[k] for k in keep}, {k: after[k] for k in keep}, per=kind)
-    return path, after, f"{kind} weights"
+    keep = ("macro_f1", "age_f1")
+    path = save_decision(run, rule, heads, {k: before[k] for k in keep}, {k: after[k] for k in keep}, per=kind)
+    return path, before, after, what
 
 
 def confident_mistakes(oof: pd.DataFrame, top: int) -> pd.DataFrame:

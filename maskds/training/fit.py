@@ -17,8 +17,8 @@ from ..core.distributed import on_main, use_cpu
 from ..core.errors import UserError
 from ..core.probabilities import Probs
 from ..data.cache import TRAIN_ONLY_FOLD, cache_crop, cache_id
-from ..evaluation.metrics import scores, selection_score
-from ..evaluation.oof import class_probs, read_oof, tune_decision
+from ..evaluation.metrics import selection_score
+from ..evaluation.oof import read_oof, tune_decision
 from .checkpoint import resolved_metadata, resume_dir, save_state_atomic
 from .config import TrainConfig
 from .datasets import load_train_split
@@ -136,18 +136,12 @@ def fit_decision(run: Path, config: TrainConfig) -> None:
     """`tune_decision`: fit the decision on the out-of-fold predictions of every fold the run holds now
     (`maskds oof RUN --tune-decision KIND`). The folds are trained either way: a run it cannot be fitted
     on (a fold of another cache, a fold without oof.csv) is reported, not raised."""
-    kind = config.tune_decision
     if len(config.heads) < 3:  # infer.py applies no run's decision to heads assembled with --head
         show(f"[yellow]tune_decision: not fitted, a specialist (heads={config.heads}) answers with other runs[/]")
         return
-    if kind == "age" and (config.head, config.age_head) != ("multihead", "regression"):  # e.g. a tune trial
-        show(f"[yellow]tune_decision: age cuts a regression age head's bands; not fitted for head={config.head} "
-             f"age_head={config.age_head}[/]")
-        return
-    try:
+    try:  # e.g. age cuts for a tune trial's bands head: not fitted, said so
         oof = read_oof(run)
-        before = scores(oof["truth"].to_numpy(), class_probs(oof).argmax(1))
-        path, after, rule = tune_decision(run, oof, kind, before)
+        path, before, after, rule = tune_decision(run, oof, config.tune_decision)
     except (UserError, OSError) as err:  # the folds are trained and saved either way
         show(f"[yellow]tune_decision: not fitted: {err}[/]")
         return
