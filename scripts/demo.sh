@@ -16,8 +16,8 @@ rm -rf "$DEMO"   # the demo's own folder: every run starts clean
 stage "1/6 synthetic data: $PERSONS train persons, $EVAL_PERSONS eval persons -> $DEMO/data"
 $BIN/maskds synth "$DEMO/data" --persons "$PERSONS" --eval-persons "$EVAL_PERSONS" --seed 0
 
-stage "2/6 arrow cache with 5 person-level folds -> $DEMO/cache"
-$BIN/maskds build "$DEMO/data" "$DEMO/cache" --size 160 120 --folds 5
+stage "2/6 arrow cache with 5 person-level folds, the face's box of each photo -> $DEMO/cache"
+$BIN/maskds build "$DEMO/data" "$DEMO/cache" --size 160 120 --folds 5 --face-crop fixed
 
 stage "3/6 EDA plots -> $DEMO/eda"
 $BIN/maskds eda "$DEMO/data" "$DEMO/eda"

@@ -1,4 +1,5 @@
 """Config tests: checked keys/types/values, shipped configs load, and train.py's errors before any work."""
+import dataclasses
 import importlib.util
 import subprocess
 import sys
@@ -28,6 +29,7 @@ def test_overrides_are_parsed_as_yaml_and_checked():
     ("folds=[0,0]", "folds"),             # a fold twice would train into one folder twice
     ("folds=[-1]", "folds"),
     ("tune_decision=maybe", "tune_decision"),
+    ("face_crop=haar", "face_crop"),
 ])
 def test_bad_overrides_name_the_key(override, named):
     with pytest.raises(UserError, match=named):
@@ -49,6 +51,19 @@ def test_shipped_configs():
     assert comp.folds == "all" and comp.ema_decay > 0 and comp.label_smoothing > 0
     for cfg in (demo, comp):
         assert cfg.image_size[0] > cfg.image_size[1]  # [H, W] of portrait photos, never swapped
+
+
+def test_a_cache_without_the_recipes_face_crop_is_named_with_how_to_build_one():
+    from maskds.training.fit import crop_mismatch
+
+    demo = load_config(ROOT / "configs/demo.yaml", ["cache=/data/c160"])
+    assert demo.face_crop == "fixed"
+    assert crop_mismatch(demo, ("fixed", 0.15)) is None
+    assert crop_mismatch(dataclasses.replace(demo, face_crop="any"), None) is None
+    note = crop_mismatch(demo, None)
+    assert "/data/c160" in note and "'none'" in note and "--face-crop fixed" in note
+    note = crop_mismatch(dataclasses.replace(demo, face_crop="none"), ("mtcnn", 0.15))
+    assert "'mtcnn'" in note and "--face-crop" not in note
 
 
 @pytest.mark.parametrize("args,named", [

@@ -101,6 +101,7 @@ def test_a_face_cropped_run_says_so_and_inference_crops_the_same_way(tmp_path, s
     run = launch(["--config", str(ROOT / "configs/demo.yaml"), f"cache={cache}", f"output_dir={tmp_path}", "name=crop",
                   "folds=[0]", "epochs=1", "batch_size=4", *TINY], "cpu_2proc.yaml")  # 2 processes
     assert run.returncode == 0, run.stderr[-3000:]
+    assert "face_crop: this recipe" not in run.stdout  # the crop configs/demo.yaml was measured with
     from maskds.inference.models import view_params
     from maskds.training.checkpoint import read_best
 

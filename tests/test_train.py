@@ -41,6 +41,7 @@ def test_two_process_run_writes_the_run_folder(two_proc_run):
     assert len(metrics_lines(fold_dir)) == EPOCHS
     assert list((fold_dir / "tensorboard").rglob("events.out.tfevents.*"))
     assert "F1 (18)" in r.stdout and "EMA" in r.stdout  # the end-of-epoch table
+    assert r.stdout.count("face_crop: this recipe") == 1  # demo.yaml's crop, not the tiny cache's: said once
 
 
 @pytest.mark.slow

@@ -1,6 +1,7 @@
 """Checks of a TrainConfig's menu keys (loss, schedule, SAM, mixing) and of `heads`, each naming its key."""
 from __future__ import annotations
 
+from ..core.faces import CROP_METHODS
 from ..core.labels import HEAD_NAMES
 from .losses import LOSS_KINDS
 from .schedule import SCHEDULERS
@@ -46,6 +47,8 @@ def menu_problems(c) -> list[str]:
     if c.person_sampling and (c.head != "multihead" or c.loss.endswith("soft_f1")):
         problems.append("person_sampling: needs head=multihead and a per-head loss (ce or focal): an 18-class "
                         "loss would learn from one image per person and epoch, not only its gender and age")
+    if c.face_crop not in ("any", *CROP_METHODS):
+        problems.append(f"face_crop: must be one of any, {', '.join(CROP_METHODS)}, got {c.face_crop!r}")
     if c.tune_decision not in ("none", "class", "head", "age"):
         problems.append(f"tune_decision: must be one of none, class, head, age, got {c.tune_decision!r}")
     if c.sam_rho < 0:

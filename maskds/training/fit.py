@@ -37,7 +37,7 @@ LEGACY_VALUES = {"images_on_device": False}
 
 # Keys that may change between a killed run and its resume without changing the result.
 RESUME_FREE_KEYS = {"resume", "stop_after_epochs", "num_workers", "log_with", "folds", "compile", "validate_raw",
-                    "cudnn_benchmark", "tune_decision"}
+                    "cudnn_benchmark", "tune_decision", "face_crop"}
 
 
 @dataclass(frozen=True)
@@ -123,6 +123,8 @@ def run(config: TrainConfig) -> None:
     cache_size = list(meta["args"]["size"])
     on_device = resolve_device_images(config, processes, len(table), config.image_size or cache_size)
     data = TrainData(table, cache_size, cache_id(meta), on_device, cache_crop(meta))
+    if processes.is_main_process and (note := crop_mismatch(config, data.face_crop)):
+        show(f"[yellow]{note}[/]")
     for fold, fold_dir, state in plan:
         train_fold(config, data, fold, fold_dir, state)
     processes.wait_for_everyone()
@@ -130,6 +132,17 @@ def run(config: TrainConfig) -> None:
         on_main(processes, "fitting the tuned decision", lambda: fit_decision(Path(config.output_dir) / config.name,
                                                                               config))
     processes.destroy_process_group()  # once, after the last fold (what end_training would do per fold)
+
+
+def crop_mismatch(config: TrainConfig, crop: tuple | None) -> str | None:
+    """The warning when the recipe names a face crop (`face_crop`) that the cache was not built with."""
+    built = "none" if crop is None else crop[0]
+    if config.face_crop in ("any", built):
+        return None
+    flag = "" if config.face_crop == "none" else f" --face-crop {config.face_crop}"
+    return (f"face_crop: this recipe was measured on a cache built with face crop {config.face_crop!r}, but "
+            f"{config.cache} has {built!r}: training goes on with the cache's images; for the recipe's, build a "
+            f"cache with `maskds build DATA CACHE --size H W{flag}` (or set face_crop=any)")
 
 
 def fit_decision(run: Path, config: TrainConfig) -> None:
