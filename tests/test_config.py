@@ -30,6 +30,7 @@ def test_overrides_are_parsed_as_yaml_and_checked():
     ("folds=[-1]", "folds"),
     ("tune_decision=maybe", "tune_decision"),
     ("face_crop=haar", "face_crop"),
+    ("face_margin=-0.1", "face_margin"),
 ])
 def test_bad_overrides_name_the_key(override, named):
     with pytest.raises(UserError, match=named):
@@ -53,17 +54,29 @@ def test_shipped_configs():
         assert cfg.image_size[0] > cfg.image_size[1]  # [H, W] of portrait photos, never swapped
 
 
-def test_a_cache_without_the_recipes_face_crop_is_named_with_how_to_build_one():
+def test_a_cache_without_the_recipes_face_crop_is_named_with_the_command_that_builds_one():
+    import re
+    import shlex
+
+    from maskds.cli import build_parser
     from maskds.training.fit import crop_mismatch
 
     demo = load_config(ROOT / "configs/demo.yaml", ["cache=/data/c160"])
-    assert demo.face_crop == "fixed"
-    assert crop_mismatch(demo, ("fixed", 0.15)) is None
-    assert crop_mismatch(dataclasses.replace(demo, face_crop="any"), None) is None
-    note = crop_mismatch(demo, None)
-    assert "/data/c160" in note and "'none'" in note and "--face-crop fixed" in note
-    note = crop_mismatch(dataclasses.replace(demo, face_crop="none"), ("mtcnn", 0.15))
-    assert "'mtcnn'" in note and "--face-crop" not in note
+    assert (demo.face_crop, demo.face_margin) == ("fixed", 0.15)
+    built = {"size": [160, 120], "folds": 5, "seed": 7, "corrections": "default"}
+    assert crop_mismatch(demo, {**built, "face_crop": ["fixed", 0.15]}) is None
+    assert crop_mismatch(dataclasses.replace(demo, face_crop="any"), built) is None
+    assert crop_mismatch(dataclasses.replace(demo, face_crop="none"), built) is None
+    for args, has in [(built, "'none'"), ({**built, "face_crop": ["fixed", 0.3]}, "'fixed' (margin 0.3)"),
+                      ({**built, "corrections": "none", "extra": ["/x/extra"]}, "'none'")]:
+        note = crop_mismatch(demo, args)
+        assert "/data/c160" in note and has in note and "'fixed' (margin 0.15)" in note
+        command = shlex.split(re.search(r"`maskds (build .*?)`", note).group(1))
+        a = build_parser().parse_args(command)  # the advice is a command maskds accepts, with the same folds
+        assert (a.size, a.folds, a.seed, a.face_crop, a.face_margin) == ([160, 120], 5, 7, "fixed", 0.15)
+        assert a.corrections == args["corrections"] and [str(e) for e in a.extra or []] == args.get("extra", [])
+    note = crop_mismatch(dataclasses.replace(demo, face_crop="none"), {**built, "face_crop": ["mtcnn", 0.15]})
+    assert "'mtcnn' (margin 0.15)" in note and "--face-crop" not in note
 
 
 @pytest.mark.parametrize("args,named", [

@@ -1,4 +1,5 @@
 """End-to-end training: real `accelerate launch` runs (1 and 2 CPU processes, two loopback nodes) on tiny data."""
+import dataclasses
 import math
 import subprocess
 import sys
@@ -202,10 +203,11 @@ def test_resume_accepts_a_run_saved_before_newer_keys_existed(tmp_path):
 
     config = TrainConfig(epochs=3)
     saved = config.to_dict()
-    for key in ("age_head", "ema_epochs", "drop_path_rate"):  # keys a run from an older maskds lacks
+    for key in ("age_head", "ema_epochs", "drop_path_rate", "face_crop", "face_margin"):  # an older maskds's run
         del saved[key]
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(saved))
     check_fold_dir(tmp_path, "auto", config)  # missing keys count as their defaults
+    check_fold_dir(tmp_path, "auto", dataclasses.replace(config, face_crop="fixed"))  # says what the cache is: free
     with pytest.raises(UserError, match="other values for age_head"):
         check_fold_dir(tmp_path, "auto", TrainConfig(epochs=3, age_head="distribution"))
     del saved["images_on_device"]  # a run from before the GPU data path trained on the CPU path

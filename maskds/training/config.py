@@ -25,7 +25,9 @@ class TrainConfig:
     cache: str = "cache"                      # arrow cache written by `maskds build`
     face_crop: str = "any"                    # any | none | fixed | mtcnn: the face crop the recipe was
                                               # measured with (`maskds build --face-crop`); a cache built
-                                              # with another one trains, with a warning saying so
+                                              # with another one (or margin) trains, with a warning saying
+                                              # so; the crop a run trained on is its checkpoints' own
+    face_margin: float = 0.15                 # with face_crop fixed | mtcnn: its `--face-margin`
     output_dir: str = "runs"
     name: str = "run"                         # run folder = output_dir/name
     folds: Union[str, list[int]] = "all"      # "all" or a list of fold ids, e.g. [0, 2]

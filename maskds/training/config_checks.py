@@ -49,6 +49,8 @@ def menu_problems(c) -> list[str]:
                         "loss would learn from one image per person and epoch, not only its gender and age")
     if c.face_crop not in ("any", *CROP_METHODS):
         problems.append(f"face_crop: must be one of any, {', '.join(CROP_METHODS)}, got {c.face_crop!r}")
+    if not 0 <= c.face_margin <= 2:
+        problems.append(f"face_margin: must be in [0, 2] (maskds build --face-margin), got {c.face_margin}")
     if c.tune_decision not in ("none", "class", "head", "age"):
         problems.append(f"tune_decision: must be one of none, class, head, age, got {c.tune_decision!r}")
     if c.sam_rho < 0:

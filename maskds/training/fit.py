@@ -11,6 +11,7 @@ import yaml
 from accelerate import Accelerator, DataLoaderConfiguration, PartialState
 from accelerate.tracking import LOGGER_TYPE_TO_CLASS
 from accelerate.utils import ProjectConfiguration, broadcast_object_list, set_seed
+from rich.markup import escape
 
 from ..core.console import show
 from ..core.distributed import on_main, use_cpu
@@ -37,7 +38,7 @@ LEGACY_VALUES = {"images_on_device": False}
 
 # Keys that may change between a killed run and its resume without changing the result.
 RESUME_FREE_KEYS = {"resume", "stop_after_epochs", "num_workers", "log_with", "folds", "compile", "validate_raw",
-                    "cudnn_benchmark", "tune_decision", "face_crop"}
+                    "cudnn_benchmark", "tune_decision", "face_crop", "face_margin"}
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,7 @@ def run(config: TrainConfig) -> None:
     cache_size = list(meta["args"]["size"])
     on_device = resolve_device_images(config, processes, len(table), config.image_size or cache_size)
     data = TrainData(table, cache_size, cache_id(meta), on_device, cache_crop(meta))
-    if processes.is_main_process and (note := crop_mismatch(config, data.face_crop)):
+    if processes.is_main_process and (note := crop_mismatch(config, meta["args"])):
         show(f"[yellow]{note}[/]")
     for fold, fold_dir, state in plan:
         train_fold(config, data, fold, fold_dir, state)
@@ -134,15 +135,28 @@ def run(config: TrainConfig) -> None:
     processes.destroy_process_group()  # once, after the last fold (what end_training would do per fold)
 
 
-def crop_mismatch(config: TrainConfig, crop: tuple | None) -> str | None:
-    """The warning when the recipe names a face crop (`face_crop`) that the cache was not built with."""
-    built = "none" if crop is None else crop[0]
-    if config.face_crop in ("any", built):
+def crop_mismatch(config: TrainConfig, build_args: dict) -> str | None:
+    """The warning when the recipe names a face crop (`face_crop`, `face_margin`) other than the one the cache
+    was built with (`build_args`: the cache's `maskds build` arguments), with the command building the recipe's."""
+    crop = build_args.get("face_crop")
+    built = ("none", None) if crop is None else (str(crop[0]), float(crop[1]))
+    wanted = (config.face_crop, None if config.face_crop == "none" else float(config.face_margin))
+    if config.face_crop == "any" or wanted == built:
         return None
-    flag = "" if config.face_crop == "none" else f" --face-crop {config.face_crop}"
-    return (f"face_crop: this recipe was measured on a cache built with face crop {config.face_crop!r}, but "
-            f"{config.cache} has {built!r}: training goes on with the cache's images; for the recipe's, build a "
-            f"cache with `maskds build DATA CACHE --size H W{flag}` (or set face_crop=any)")
+    size = build_args.get("size", ["H", "W"])
+    command = f"maskds build DATA NEW_CACHE --size {size[0]} {size[1]} --folds {build_args.get('folds', 5)}"
+    command += f" --seed {build_args.get('seed', 42)}"
+    if config.face_crop != "none":
+        command += f" --face-crop {config.face_crop} --face-margin {config.face_margin:g}"
+    if build_args.get("corrections", "default") != "default":
+        command += f" --corrections {build_args['corrections']}"
+    command += "".join(f" --extra {e}" for e in build_args.get("extra", []))
+
+    def name(c):
+        return repr(c[0]) if c[1] is None else f"{c[0]!r} (margin {c[1]:g})"
+    return escape(f"face_crop: this recipe was measured on a cache built with face crop {name(wanted)}, but "
+                  f"{config.cache} has {name(built)}: training goes on with the cache's images; for the "
+                  f"recipe's, build a cache with `{command}` (or set face_crop=any)")
 
 
 def fit_decision(run: Path, config: TrainConfig) -> None:
