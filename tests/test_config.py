@@ -64,18 +64,18 @@ def test_a_cache_without_the_recipes_face_crop_is_named_with_the_command_that_bu
     demo = load_config(ROOT / "configs/demo.yaml", ["cache=/data/c160"])
     assert (demo.face_crop, demo.face_margin) == ("fixed", 0.15)
     built = {"size": [160, 120], "folds": 5, "seed": 7, "corrections": "default"}
-    assert crop_mismatch(demo, {**built, "face_crop": ["fixed", 0.15]}) is None
-    assert crop_mismatch(dataclasses.replace(demo, face_crop="any"), built) is None
-    assert crop_mismatch(dataclasses.replace(demo, face_crop="none"), built) is None
+    assert crop_mismatch(demo, {"args": {**built, "face_crop": ["fixed", 0.15]}}) is None
+    assert crop_mismatch(dataclasses.replace(demo, face_crop="any"), {"args": built}) is None
+    assert crop_mismatch(dataclasses.replace(demo, face_crop="none"), {"args": built}) is None
     for args, has in [(built, "'none'"), ({**built, "face_crop": ["fixed", 0.3]}, "'fixed' (margin 0.3)"),
                       ({**built, "corrections": "none", "extra": ["/x/extra"]}, "'none'")]:
-        note = crop_mismatch(demo, args)
+        note = crop_mismatch(demo, {"args": args})
         assert "/data/c160" in note and has in note and "'fixed' (margin 0.15)" in note
         command = shlex.split(re.search(r"`maskds (build .*?)`", note).group(1))
         a = build_parser().parse_args(command)  # the advice is a command maskds accepts, with the same folds
         assert (a.size, a.folds, a.seed, a.face_crop, a.face_margin) == ([160, 120], 5, 7, "fixed", 0.15)
         assert a.corrections == args["corrections"] and [str(e) for e in a.extra or []] == args.get("extra", [])
-    note = crop_mismatch(dataclasses.replace(demo, face_crop="none"), {**built, "face_crop": ["mtcnn", 0.15]})
+    note = crop_mismatch(dataclasses.replace(demo, face_crop="none"), {"args": {**built, "face_crop": ["mtcnn", 0.15]}})
     assert "'mtcnn' (margin 0.15)" in note and "--face-crop" not in note
 
 

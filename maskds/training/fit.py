@@ -124,7 +124,7 @@ def run(config: TrainConfig) -> None:
     cache_size = list(meta["args"]["size"])
     on_device = resolve_device_images(config, processes, len(table), config.image_size or cache_size)
     data = TrainData(table, cache_size, cache_id(meta), on_device, cache_crop(meta))
-    if processes.is_main_process and (note := crop_mismatch(config, meta["args"])):
+    if processes.is_main_process and (note := crop_mismatch(config, meta)):
         show(f"[yellow]{note}[/]")
     for fold, fold_dir, state in plan:
         train_fold(config, data, fold, fold_dir, state)
@@ -135,11 +135,11 @@ def run(config: TrainConfig) -> None:
     processes.destroy_process_group()  # once, after the last fold (what end_training would do per fold)
 
 
-def crop_mismatch(config: TrainConfig, build_args: dict) -> str | None:
+def crop_mismatch(config: TrainConfig, meta: dict) -> str | None:
     """The warning when the recipe names a face crop (`face_crop`, `face_margin`) other than the one the cache
-    was built with (`build_args`: the cache's `maskds build` arguments), with the command building the recipe's."""
-    crop = build_args.get("face_crop")
-    built = ("none", None) if crop is None else (str(crop[0]), float(crop[1]))
+    was built with (`meta`: the cache's metadata), with the command building the recipe's."""
+    build_args = meta.get("args", {})
+    built = cache_crop(meta) or ("none", None)
     wanted = (config.face_crop, None if config.face_crop == "none" else float(config.face_margin))
     if config.face_crop == "any" or wanted == built:
         return None
