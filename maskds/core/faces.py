@@ -86,3 +86,18 @@ def face_crop(img: Image.Image, method: str, size_hw: tuple[int, int],
     w, h = img.size
     relative = [box[0] / w, box[1] / h, box[2] / w, box[3] / h]
     return img.crop(crop_region(box, size_hw, margin)), relative, found
+
+
+def landmarks(img: Image.Image) -> np.ndarray | None:
+    """MTCNN's five points of the most confident face, [5, 2] pixels (x, y) of the photo: left eye, right
+    eye, nose, left and right mouth corners (as seen); None where no face is found."""
+    import torch
+
+    try:
+        with torch.inference_mode():
+            boxes, probs, points = _mtcnn().detect(img, landmarks=True)
+    except (ValueError, RuntimeError):
+        return None
+    if boxes is None or len(boxes) == 0 or points is None:
+        return None
+    return np.asarray(points[int(np.argmax(probs))], dtype=np.float32)

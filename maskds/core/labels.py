@@ -10,7 +10,8 @@ HEAD_NAMES = ("mask", "gender", "age")  # the three heads, in class-id order (cl
 
 # Which labels a training row has (bits of the `known` target column): extra data may lack some, a
 # pseudo-labelled row has the age band but not the age in years. Missing labels are -1 in the cache.
-KNOWN_MASK, KNOWN_GENDER, KNOWN_BAND, KNOWN_AGE, PSEUDO = 1, 2, 4, 8, 16
+# An EXTRA row comes from `--extra` data (weighed `extra_weight`).
+KNOWN_MASK, KNOWN_GENDER, KNOWN_BAND, KNOWN_AGE, PSEUDO, EXTRA = 1, 2, 4, 8, 16, 32
 ALL_KNOWN = KNOWN_MASK | KNOWN_GENDER | KNOWN_BAND | KNOWN_AGE
 NUM_CLASSES = 18
 

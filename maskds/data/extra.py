@@ -7,7 +7,8 @@ DIR holds the images and `labels.csv`, one row per image:
     masks/a.png,wear,,,                  # a mask state and nothing else
 
 `image` (a path under DIR) is required; `mask` (wear | incorrect | not_wear), `gender` (male |
-female), `age` (whole years) and `person` (groups images of one person) are optional columns, and an
+female), `age` (whole years, or a range such as `20-29` or `70-`, learned as the competition's age band
+that holds it) and `person` (groups images of one person) are optional columns, and an
 empty cell is a missing label. The rows go into the cache's train split in fold -1
 (`TRAIN_ONLY_FOLD`: every fold trains on them, none validates on them), missing labels as -1, marked
 `origin: extra`; the loss leaves out the heads a row has no label for.
@@ -20,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..core.errors import UserError
-from ..core.labels import GENDER_NAMES, MASK_NAMES
+from ..core.labels import GENDER_NAMES, MASK_NAMES, age_band
 
 EXTRA_CSV = "labels.csv"
 COLUMNS = ("image", "mask", "gender", "age", "person")
@@ -36,18 +37,23 @@ def _label(value: str, names: tuple[str, ...], where: str, column: str, problems
     return names.index(value)
 
 
-def _age(value: str, where: str, problems: list[str]) -> int:
+def _age(value: str, where: str, problems: list[str]) -> tuple[int, int]:
+    """(age, band): whole years give the age; a range (`20-29`, `70-` = 70 or older, as `maskds
+    import-faces` writes FairFace's) gives the competition band that holds it, or nothing when it spans two."""
     if value == "":
-        return -1
-    try:
-        age = int(value)
-    except ValueError:
-        age = -1
-    if not 0 <= age <= 120 or str(age) != value.strip():
-        problems.append(f"{where}: age {value!r} is not a whole number of years in 0..120 "
+        return -1, -1
+    from .face_sources import parse_age
+
+    age = parse_age(value)
+    if age is None:
+        problems.append(f"{where}: age {value!r} is not whole years in 0..120 or a range like 20-29 "
                         "(leave it empty when unknown)")
-        return -1
-    return age
+        return -1, -1
+    if "-" not in age:
+        return int(age), -1
+    low, high = age.split("-")
+    bands = {age_band(int(low)), age_band(int(high) if high else 120)}
+    return -1, bands.pop() if len(bands) == 1 else -1
 
 
 def _read_csv(folder: Path, problems: list[str]) -> pd.DataFrame | None:
@@ -84,13 +90,13 @@ def read_extra(folders: list[str | Path]) -> tuple[list[dict], list[str]]:
                 continue
             mask = _label(rec.get("mask", "").strip(), MASK_NAMES, where, "mask", problems)
             gender = _label(rec.get("gender", "").strip(), GENDER_NAMES, where, "gender", problems)
-            age = _age(rec.get("age", "").strip(), where, problems)
+            age, band = _age(rec.get("age", "").strip(), where, problems)
             if not any(rec.get(c, "").strip() for c in ("mask", "gender", "age")):
                 problems.append(f"{where}: {image} has no label (mask, gender and age all empty); drop the row")
             person = rec.get("person", "").strip() or image
             rows.append({"person_id": f"extra{k}:{folder.name}:{person}", "mask": mask, "gender": gender, "race": "",
                          "age": age, "fold": -1, "image_name": image, "path": str((folder / image).resolve()),
-                         "age_band": -1, "origin": "extra"})
+                         "age_band": band, "origin": "extra"})
     if len(problems) > SHOW:
         problems = problems[:SHOW] + [f"... and {len(problems) - SHOW} more"]
     return rows, problems

@@ -185,9 +185,9 @@ def _features(c: _Canvas, look: Look) -> None:
             c.line([(sign * 54, -25), (sign * 67, -22)], line, 3)
 
 
-def _mask_layer(look: Look, style: int, size: tuple[int, int], rng: np.random.Generator) -> Image.Image:
-    """A full-size layer filled with a mask style's colour and pattern."""
-    pattern, base, ink = look.styles[style]
+def pattern_layer(style: tuple, size: tuple[int, int], rng: np.random.Generator) -> Image.Image:
+    """A full-size layer filled with a mask style's colour and pattern (`style`: one of STYLES)."""
+    pattern, base, ink = style
     layer = Image.new("RGB", size, base)
     d = ImageDraw.Draw(layer)
     w, h = size
@@ -220,7 +220,7 @@ def _draw_mask(img: Image.Image, c: _Canvas, look: Look, style: int, drop: float
     pts = [c.p(x, y + drop) for x, y in MASK_POLY]
     alpha = Image.new("L", img.size, 0)
     ImageDraw.Draw(alpha).polygon(pts, fill=255)
-    img.paste(_mask_layer(look, style, img.size, rng), mask=alpha)
+    img.paste(pattern_layer(look.styles[style], img.size, rng), mask=alpha)
     ImageDraw.Draw(c.hair_mask).polygon(pts, fill=0)
     loop = _shade(look.styles[style][1], 0.75)
     for sign in (-1, 1):

@@ -78,6 +78,10 @@ class TrainConfig:
     focal_gamma: float = 2.0
     head_weights: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])  # mask, gender, age
     pseudo_weight: float = 1.0                # loss weight of pseudo-labelled rows (`maskds pseudo`); 0 ignores them
+    extra_weight: float = 1.0                 # loss weight of `--extra` rows (`maskds build --extra`); 0 ignores them
+    extra_per_epoch: int = 0                  # >0: each epoch trains on this many `--extra` persons (one photo
+                                              # each), drawn anew from (seed, epoch), with every competition
+                                              # photo; 0: every extra photo every epoch
     heads: list[str] = field(default_factory=lambda: list(HEAD_NAMES))  # the heads this run learns: a
                                               # specialist (e.g. [age]) is assembled with others by
                                               # `infer.py --head age=RUN ...`; its epochs are picked by

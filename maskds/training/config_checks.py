@@ -29,6 +29,10 @@ def menu_problems(c) -> list[str]:
         problems.append(f"loss: must be one of {', '.join(LOSS_KINDS)}, got {c.loss!r}")
     if c.pseudo_weight < 0:
         problems.append(f"pseudo_weight: must be >= 0, got {c.pseudo_weight}")
+    if c.extra_weight < 0:
+        problems.append(f"extra_weight: must be >= 0, got {c.extra_weight}")
+    if c.extra_per_epoch < 0:
+        problems.append(f"extra_per_epoch: must be >= 0 (0: every extra photo every epoch), got {c.extra_per_epoch}")
     if c.soft_f1_weight < 0:
         problems.append(f"soft_f1_weight: must be >= 0, got {c.soft_f1_weight}")
     if c.scheduler not in SCHEDULERS:

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..core import images
 from ..core.errors import UserError
-from ..core.labels import ALL_KNOWN, KNOWN_AGE, KNOWN_BAND, KNOWN_GENDER, KNOWN_MASK, PSEUDO, age_band, encode
+from ..core.labels import ALL_KNOWN, EXTRA, KNOWN_AGE, KNOWN_BAND, KNOWN_GENDER, KNOWN_MASK, PSEUDO, age_band, encode
 from ..data.cache import load_cache
 
 
@@ -39,7 +39,8 @@ def _label_columns(table: datasets.Dataset, age_thresholds: Sequence[int]) -> tu
     known = ((mask >= 0) * KNOWN_MASK + (gender >= 0) * KNOWN_GENDER + (bands >= 0) * KNOWN_BAND
              + (age >= 0) * KNOWN_AGE)
     if "origin" in table.column_names:
-        known = known + (np.asarray(table["origin"]) == "pseudo") * PSEUDO
+        origin = np.asarray(table["origin"])
+        known = known + (origin == "pseudo") * PSEUDO + (origin == "extra") * EXTRA
     return mask, gender, bands, age, known.astype(np.int64)
 
 
@@ -92,6 +93,36 @@ class PersonDraw:
         return out
 
 
+class ExtraDraw:
+    """`extra_per_epoch`: the training rows are the competition's (positions 0..n_fixed-1) and a pool of
+    extra rows after them; each epoch's samples are every fixed row and `count` pool persons, one photo
+    each, drawn from (seed, epoch) alone. So every process and a resumed run draw the same rows, and the
+    epoch's length stays n_fixed + count however large the pool. `pool_persons`: each pool row's person."""
+
+    def __init__(self, n_fixed: int, pool_persons, count: int, seed: int):
+        _, person = np.unique(np.asarray(pool_persons), return_inverse=True)
+        order = np.argsort(person, kind="stable")
+        self.members = np.split(order, np.flatnonzero(np.diff(person[order])) + 1) if len(order) else []
+        self.n_fixed, self.count, self.seed = n_fixed, min(int(count), len(self.members)), seed
+        self._drawn: tuple[int, np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return self.n_fixed + self.count
+
+    def drawn(self, epoch: int) -> np.ndarray:
+        """Positions (in the training rows) of the epoch's `count` extra photos."""
+        if self._drawn is None or self._drawn[0] != epoch:
+            rng = np.random.default_rng([self.seed, epoch, 0xE7])
+            persons = rng.choice(len(self.members), size=self.count, replace=False)
+            pick = [self.members[p][rng.integers(len(self.members[p]))] for p in persons]
+            self._drawn = (epoch, self.n_fixed + np.asarray(pick, dtype=np.int64))
+        return self._drawn[1]
+
+    def position(self, i: int, epoch: int) -> int:
+        """The training-row position sample i of `epoch` reads."""
+        return i if i < self.n_fixed else int(self.drawn(epoch)[i - self.n_fixed])
+
+
 @dataclass(frozen=True)
 class FoldSplit:
     """Row indices of one fold's training and validation images."""
@@ -126,13 +157,14 @@ class CachedImages(Dataset):
     """
 
     def __init__(self, table: datasets.Dataset, rows: np.ndarray, labels: np.ndarray, transform: Callable,
-                 seed: int | None = 0, person_draw: PersonDraw | None = None):
+                 seed: int | None = 0, person_draw: PersonDraw | None = None, extra_draw: ExtraDraw | None = None):
         self.images = table.select_columns(["image"])
         self.rows = np.asarray(rows, dtype=np.int64)
         self.labels = np.asarray(labels, dtype=np.int64)[self.rows]
         self.transform = transform
         self.seed = seed  # None: a deterministic (eval) transform, nothing to seed
         self.person_draw = person_draw  # person-level sampling: labels change with the epoch
+        self.extra_draw = extra_draw    # extra_per_epoch: which extra rows the last samples read changes too
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
 
     def set_epoch(self, epoch: int) -> None:
@@ -140,18 +172,21 @@ class CachedImages(Dataset):
         self._epoch.fill_(int(epoch))
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self.rows) if self.extra_draw is None else len(self.extra_draw)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return self._item(i, self.images[int(self.rows[i])]["image"]["bytes"], int(self._epoch))
+        return self.__getitems__([i])[0]
 
     def __getitems__(self, indices: list[int]) -> list[tuple[torch.Tensor, int]]:
         """A whole batch with one arrow read for all its bytes (the DataLoader prefers this when batching)."""
-        column = self.images[[int(self.rows[i]) for i in indices]]["image"]
         epoch = int(self._epoch)
+        if self.extra_draw is not None:
+            indices = [self.extra_draw.position(i, epoch) for i in indices]
+        column = self.images[[int(self.rows[i]) for i in indices]]["image"]
         return [self._item(i, cell["bytes"], epoch) for i, cell in zip(indices, column)]
 
     def _item(self, i: int, raw: bytes, epoch: int) -> tuple[torch.Tensor, int]:
+        """Row position i's sample (augmentations seeded by the position: a drawn extra photo gets its own)."""
         if self.seed is not None:
             seed_sample(self.transform, self.seed, epoch, i)
         image = self.transform(image=images.decode_cached(raw))["image"]

@@ -80,24 +80,27 @@ class SampleParams(Dataset):
     """(index, augmentation parameters, target) per training sample: what the loader ships when the
     images are on the device. `augment=None` (validation): no parameters are drawn (zeros)."""
 
-    def __init__(self, labels: np.ndarray, augment: str | None, seed: int = 0, person_draw=None):
+    def __init__(self, labels: np.ndarray, augment: str | None, seed: int = 0, person_draw=None, extra_draw=None):
         self.labels = np.asarray(labels, dtype=np.int64)
         self.augment, self.seed, self.person_draw = augment, seed, person_draw  # person_draw: `PersonDraw`
+        self.extra_draw = extra_draw  # `ExtraDraw`: the samples past the competition's read the epoch's extra rows
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()  # seen by persistent workers
 
     def set_epoch(self, epoch: int) -> None:
         self._epoch.fill_(int(epoch))
 
     def __len__(self) -> int:
-        return len(self.labels)
+        return len(self.labels) if self.extra_draw is None else len(self.extra_draw)
 
     def __getitem__(self, i: int):
         return self.__getitems__([i])[0]
 
     def __getitems__(self, indices: list[int]) -> list:
-        params = (draw_batch(self.augment, self.seed, int(self._epoch), indices) if self.augment is not None
-                  else torch.zeros((len(indices), 1)))
         epoch = int(self._epoch)
+        if self.extra_draw is not None:  # sample -> training-row position: the index into the device images
+            indices = [self.extra_draw.position(i, epoch) for i in indices]
+        params = (draw_batch(self.augment, self.seed, epoch, indices) if self.augment is not None
+                  else torch.zeros((len(indices), 1)))
         draw = self.person_draw.labels if self.person_draw is not None else (lambda row, i, e: row)
         labels = [torch.from_numpy(draw(self.labels[i], i, epoch)) if self.labels.ndim == 2 else int(self.labels[i])
                   for i in indices]

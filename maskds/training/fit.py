@@ -217,7 +217,7 @@ def train_fold(config: TrainConfig, data: TrainData, fold: int, fold_dir: Path, 
     on_main(accelerator, "starting the trackers",
             lambda: accelerator.init_trackers(f"{config.name}-fold{fold}", config={**hparams, "fold": fold}))
     loss_fn = MaskLoss(config.head_spec(), config.loss, config.label_smoothing, config.focal_gamma, config.head_weights,
-                       config.soft_f1_weight, config.heads, config.pseudo_weight)
+                       config.soft_f1_weight, config.heads, config.pseudo_weight, config.extra_weight)
     first = state.progress.epoch
     for epoch in range(first, config.epochs):
         record, ema_probs = run_epoch(accelerator, state, loaders, loss_fn, config, fold)

@@ -17,6 +17,7 @@ from ..core.labels import (
     KNOWN_GENDER,
     KNOWN_MASK,
     PSEUDO,
+    EXTRA,
 )
 from ..core.probabilities import AGE_CENTER, AGE_RANGE, AGE_SCALE, AGE_SIGMA, HeadSpec, as_spec, probabilities
 
@@ -119,13 +120,16 @@ def soft_macro_f1_loss(probs: torch.Tensor, target: torch.Tensor, weights: torch
     return 1 - (2 * tp / (2 * tp + fp + fn + 1e-7)).mean()
 
 
-def label_weights(known: torch.Tensor | None, pseudo_weight: float) -> dict[str, torch.Tensor | None]:
+def label_weights(known: torch.Tensor | None, pseudo_weight: float,
+                  extra_weight: float = 1.0) -> dict[str, torch.Tensor | None]:
     """Per-row weights of each loss term: 0 where the row lacks the label the term needs, `pseudo_weight`
-    on pseudo-labelled rows, else 1 (`known`: the KNOWN_* bits of each row; None: every label known, and
-    every term a plain mean, with the fused kernels of a fully labelled cache)."""
+    on pseudo-labelled rows, `extra_weight` on `--extra` rows, else 1 (`known`: the KNOWN_* bits of each
+    row; None: every label known, and every term a plain mean, with the fused kernels of a fully labelled
+    cache)."""
     if known is None:
         return dict.fromkeys(("mask", "gender", "band", "age", "class"))
     base = torch.where((known & PSEUDO) != 0, float(pseudo_weight), 1.0)
+    base = torch.where((known & EXTRA) != 0, base * float(extra_weight), base)
 
     def has(bits: int, every: bool = True) -> torch.Tensor:
         hit = (known & bits) == bits if every else (known & bits) != 0
@@ -139,7 +143,7 @@ class MaskLoss(nn.Module):
     """Loss of a model's logits against targets: 18-class ids [B], [B, 2] rows of (class id, age), or
     [B, 3] rows of (class id, age, known): `known`'s KNOWN_* bits say which labels the row has (each
     term is averaged over the rows that have its label), PSEUDO marks a pseudo label (weighed
-    `pseudo_weight`).
+    `pseudo_weight`), EXTRA a row of `--extra` data (weighed `extra_weight`).
 
     multihead: weighted sum of the mask (3), gender (2) and age heads' losses, the mask and gender
     targets decoded from the class id, the age head's from the band (bands) or the age in years
@@ -159,6 +163,7 @@ class MaskLoss(nn.Module):
         soft_f1_weight: float = 1.0,
         heads: Sequence[str] = HEAD_NAMES,
         pseudo_weight: float = 1.0,
+        extra_weight: float = 1.0,
     ):
         super().__init__()
         if kind not in LOSS_KINDS:
@@ -173,12 +178,13 @@ class MaskLoss(nn.Module):
         if self.spec.head == "single" and len(self.heads) < 3:
             raise ValueError(f"heads {list(heads)}: a single 18-way head learns every head")
         self.pseudo_weight = float(pseudo_weight)
+        self.extra_weight = float(extra_weight)
 
     def forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         self.spec.check(logits)
         cls = y[:, 0] if y.ndim == 2 else y
         known = y[:, 2] if y.ndim == 2 and y.shape[1] > 2 else None
-        w = label_weights(known, self.pseudo_weight)
+        w = label_weights(known, self.pseudo_weight, self.extra_weight)
         soft = 0.0
         if self.soft_f1:
             soft = self.soft_f1 * soft_macro_f1_loss(probabilities(logits, self.spec)["class"], cls, w["class"])

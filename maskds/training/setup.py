@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 
 from ..core.labels import DEFAULT_AGE_THRESHOLDS
 from .config import TrainConfig
-from .datasets import CachedImages, PersonDraw, class_and_age, fold_split, make_loader, with_known
+from .datasets import CachedImages, ExtraDraw, PersonDraw, class_and_age, fold_split, make_loader, with_known
 from .device_images import DeviceBatches, SampleParams, decode_to_device
 from .ema import FastEma
 from .model import create_model
@@ -65,26 +65,41 @@ def build_loaders(config: TrainConfig, table: datasets.Dataset, fold: int, image
     device's memory (`images_on_device`, resolved once per run by `fit`; see `device_images`)."""
     split = fold_split(table, fold, config.drop_ages)
     train_labels, val_labels = class_and_age(table, config.age_thresholds), class_and_age(table, DEFAULT_AGE_THRESHOLDS)
+    rows, extra = extra_pool(table, split.train, config.extra_per_epoch, config.seed)
     draw = None
     if config.person_sampling:  # gender and age learn from one image per person and epoch
         train_labels = with_known(train_labels)
-        draw = PersonDraw(np.asarray(table["person_id"])[split.train], config.seed)
+        draw = PersonDraw(np.asarray(table["person_id"])[rows], config.seed)
     pin = device.type == "cuda"
     if on_device:
-        train_set: CachedImages | SampleParams = SampleParams(train_labels[split.train], config.augment, config.seed,
-                                                              draw)
+        train_set: CachedImages | SampleParams = SampleParams(train_labels[rows], config.augment, config.seed,
+                                                              draw, extra)
         val_set: CachedImages | SampleParams = SampleParams(val_labels[split.val], None)
-        images = (decode_to_device(table, split.train, image_size, device),
+        images = (decode_to_device(table, rows, image_size, device),
                   decode_to_device(table, split.val, image_size, device))
     else:
-        train_set = CachedImages(table, split.train, train_labels, train_transform(image_size, config.augment),
-                                 seed=config.seed, person_draw=draw)
+        train_set = CachedImages(table, rows, train_labels, train_transform(image_size, config.augment),
+                                 seed=config.seed, person_draw=draw, extra_draw=extra)
         val_set = CachedImages(table, split.val, val_labels, eval_transform(image_size), seed=None)
         images = None
     return FoldLoaders(train_set,
                        make_loader(train_set, config.batch_size, True, config.num_workers, pin),
                        make_loader(val_set, config.batch_size * 2, False, config.num_workers, pin),
                        val_rows=split.val, device_images=images)
+
+
+def extra_pool(table: datasets.Dataset, train: np.ndarray, per_epoch: int,
+               seed: int) -> tuple[np.ndarray, ExtraDraw | None]:
+    """(training rows, the epoch's draw of extra persons or None): with `extra_per_epoch` > 0 and `--extra`
+    rows in the cache, the competition's rows come first and the extra rows after them, as `ExtraDraw` reads."""
+    if per_epoch <= 0 or "origin" not in table.column_names:
+        return train, None
+    is_extra = np.asarray(table["origin"])[train] == "extra"
+    if not is_extra.any():
+        return train, None
+    rows = np.concatenate([train[~is_extra], train[is_extra]])
+    persons = np.asarray(table["person_id"])[train[is_extra]]
+    return rows, ExtraDraw(int((~is_extra).sum()), persons, per_epoch, seed)
 
 
 def build_fold(config: TrainConfig, accelerator, model: nn.Module, ema: FastEma,

@@ -1,0 +1,122 @@
+"""`extra_per_epoch` and `extra_weight`: each epoch trains on every competition photo and a fresh draw of
+extra persons (one photo each), the same draw under 1 and 2 processes and after a resume; extra rows are
+weighed in the loss."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from maskds.core.labels import ALL_KNOWN, EXTRA
+from maskds.training.datasets import ExtraDraw, class_and_age, load_train_split
+from maskds.training.losses import MaskLoss
+from maskds.training.setup import extra_pool
+
+from train_helpers import ACCEL, ROOT, env
+
+POOL = ["a", "a", "b", "b", "c", "c", "d", "d", "e", "e"]  # 5 extra persons, 2 photos each, after 12 fixed rows
+
+
+def test_each_epoch_draws_count_distinct_persons_one_photo_each_from_seed_and_epoch():
+    draw = ExtraDraw(12, POOL, 3, seed=5)
+    assert len(draw) == 15
+    epochs = [draw.drawn(e) for e in range(6)]
+    for d in epochs:
+        persons = {POOL[p - 12] for p in d}
+        assert len(d) == 3 and len(persons) == 3 and all(12 <= p < 22 for p in d)
+    assert len({tuple(sorted(d)) for d in epochs}) > 1                          # drawn anew each epoch
+    again = ExtraDraw(12, POOL, 3, seed=5)
+    assert [list(again.drawn(e)) for e in (3, 0)] == [list(epochs[3]), list(epochs[0])]  # any order, same draw
+    assert [draw.position(i, 2) for i in range(12)] == list(range(12))          # competition rows: every epoch
+    assert [draw.position(i, 2) for i in range(12, 15)] == list(epochs[2])
+    assert len(ExtraDraw(12, POOL, 50, seed=5)) == 12 + 5                       # at most every person
+
+
+def test_the_pool_is_the_extra_rows_after_the_competitions(tmp_path, synth_data):
+    from maskds.cli import main as maskds
+
+    extra = tmp_path / "extra"
+    (extra / "i").mkdir(parents=True)
+    src = sorted((synth_data / "train" / "images").glob("*/normal.jpg"))[:4]
+    lines = ["image,mask,gender,age,person"]
+    for k, p in enumerate(src):
+        (extra / "i" / f"{k}.jpg").write_bytes(p.read_bytes())
+        lines.append(f"i/{k}.jpg,not_wear,female,40,p{k // 2}")
+    (extra / "labels.csv").write_text("\n".join(lines) + "\n")
+    cache = tmp_path / "cache"
+    assert maskds(["build", str(synth_data), str(cache), "--size", "32", "24", "--folds", "3", "--num-proc", "1",
+                   "--extra", str(extra)]) == 0
+    table, _ = load_train_split(cache)
+    train = np.arange(len(table))
+    rows, draw = extra_pool(table, train, 1, seed=0)
+    origin = np.asarray(table["origin"])[rows]
+    assert (origin[:draw.n_fixed] == "train").all() and (origin[draw.n_fixed:] == "extra").all()
+    assert len(draw) == draw.n_fixed + 1 and len(draw.members) == 2             # persons p0 and p1
+    assert extra_pool(table, train, 0, seed=0) == (train, None)                  # 0: every extra row every epoch
+    known = class_and_age(table, (30, 60))[:, 2]
+    assert ((known & EXTRA) != 0).sum() == 4
+
+
+def test_extra_rows_are_weighed_by_extra_weight():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 8)
+    y = torch.tensor([[7, 35, ALL_KNOWN], [3, 40, ALL_KNOWN | EXTRA]])
+    loss = lambda w: MaskLoss("multihead", extra_weight=w)(logits, y)  # noqa: E731
+    one = MaskLoss("multihead")(logits[:1], y[:1, :2])
+    assert loss(0.0) == pytest.approx(one.item(), rel=1e-5)                     # weight 0: as if absent
+    assert loss(1.0) != pytest.approx(loss(0.5).item())
+
+
+SCRIPT = """
+import json, sys
+import numpy as np
+from accelerate import Accelerator, DataLoaderConfiguration
+from maskds.training.datasets import CachedImages, ExtraDraw, load_train_split, make_loader
+from maskds.training.transforms import train_transform
+
+cache, first, last = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+table, _ = load_train_split(cache)
+draw = ExtraDraw(15, %r, 3, seed=5)
+data = CachedImages(table, np.arange(25), np.arange(len(table)), train_transform([32, 24], "light"), seed=5,
+                    extra_draw=draw)
+acc = Accelerator(cpu=True, dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=5))
+loader = acc.prepare(make_loader(data, 3, True, 0, False))
+seen = {}
+for epoch in range(first, last):
+    loader.set_epoch(epoch)
+    data.set_epoch(epoch)
+    rows = []
+    for x, y in loader:
+        rows += acc.gather(y).tolist()
+    seen[epoch] = sorted(rows)
+if acc.is_main_process:
+    print("SEEN " + json.dumps(seen))
+""" % (POOL,)
+
+
+def _seen(tmp_path, cache, first: int, last: int, processes: int) -> dict:
+    script = tmp_path / "draw.py"
+    script.write_text(SCRIPT)
+    cmd = [sys.executable, str(script), str(cache), str(first), str(last)]
+    if processes > 1:
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ACCEL / "cpu_2proc.yaml"),
+               *cmd[1:]]
+    r = subprocess.run(cmd, cwd=ROOT, env=env(), capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    line = next(ln for ln in r.stdout.splitlines() if ln.startswith("SEEN "))
+    return {int(k): v for k, v in json.loads(line[5:]).items()}
+
+
+@pytest.mark.slow
+def test_one_and_two_processes_and_a_resume_train_on_the_same_drawn_rows(tiny_cache, tmp_path):
+    one = _seen(tmp_path, tiny_cache, 0, 3, 1)
+    two = _seen(tmp_path, tiny_cache, 0, 3, 2)
+    resumed = _seen(tmp_path, tiny_cache, 2, 3, 1)        # a run resumed at epoch 2
+    draw = ExtraDraw(15, POOL, 3, seed=5)
+    for epoch in range(3):  # 18 samples, batches of 3: nothing dropped, nothing padded, on 1 or 2 processes
+        assert one[epoch] == sorted([*range(15), *draw.drawn(epoch).tolist()])
+    assert two == one and resumed[2] == one[2]
