@@ -61,9 +61,22 @@ def _oof(a: argparse.Namespace) -> int:
 
 
 def _pseudo(a: argparse.Namespace) -> int:
+    if a.faces is not None:  # a folder of faces -> an --extra folder
+        if a.run is None or len(a.paths) != 1:
+            raise UserError("pseudo --faces DIR needs --run RUN and one OUT folder: "
+                            "maskds pseudo --faces DIR --run RUN OUT --min-prob P")
+        from .data.pseudo_faces import pseudo_faces
+
+        pseudo_faces(a.faces, a.run, Path(a.paths[0]), [h.strip() for h in a.heads.split(",") if h.strip()],
+                     a.min_prob, a.tta)
+        return 0
+    if len(a.paths) != 4 or a.run is not None:
+        raise UserError("pseudo takes PROBS_CSV DATA/eval CACHE OUT_CACHE (eval images into a cache copy), or "
+                        "--faces DIR --run RUN OUT (a folder of faces into an --extra folder)")
     from .data.pseudo import make_pseudo_cache
 
-    make_pseudo_cache(a.probs, a.data, a.cache, a.out, a.min_prob)
+    probs, data, cache, out = map(Path, a.paths)
+    make_pseudo_cache(probs, data, cache, out, a.min_prob)
     return 0
 
 
@@ -178,15 +191,25 @@ def _add_import_faces(sub) -> None:
 
 
 def _add_pseudo(sub) -> None:
-    s = sub.add_parser("pseudo", help="add confidently predicted eval images to a copy of a cache as training rows",
+    s = sub.add_parser("pseudo", help="pseudo labels: confident eval images into a cache copy, or any folder of "
+                       "faces labelled by a run into an --extra folder",
+                       usage="maskds pseudo PROBS_CSV DATA/eval CACHE OUT_CACHE --min-prob P\n"
+                       "       maskds pseudo --faces DIR --run RUN OUT --min-prob P [--heads gender,age]",
                        description="Eval images whose largest class probability (in a probabilities file "
                        "written by infer.py) is at least --min-prob become training rows of OUT_CACHE, a "
                        "copy of CACHE: labels from that class (age band only), in a fold that never "
-                       "validates, marked pseudo (train.py weighs them with pseudo_weight). CACHE is untouched.")
-    s.add_argument("probs", type=Path, metavar="PROBS_CSV", help="probabilities file from infer.py (OUT.probs.csv)")
-    s.add_argument("data", type=Path, metavar="DATA/eval", help="the eval folder those probabilities are for")
-    s.add_argument("cache", type=Path, metavar="CACHE", help="the cache to copy")
-    s.add_argument("out", type=Path, metavar="OUT_CACHE", help="the new cache (must not exist)")
+                       "validates, marked pseudo (train.py weighs them with pseudo_weight). CACHE is untouched. "
+                       "With --faces: every image of DIR (an --extra folder, e.g. from `maskds import-faces "
+                       "--format folder`, or any folder of images) is predicted by RUN's folds and the --heads "
+                       "it has no label for are filled where the run's probability reaches --min-prob; OUT is "
+                       "an --extra folder (labels.csv + images).")
+    s.add_argument("paths", nargs="+", metavar="PATHS",
+                   help="PROBS_CSV DATA/eval CACHE OUT_CACHE, or with --faces the OUT folder")
+    s.add_argument("--faces", type=Path, default=None, metavar="DIR", help="a folder of faces to label")
+    s.add_argument("--run", type=Path, default=None, metavar="RUN", help="with --faces: the run that labels them")
+    s.add_argument("--heads", default="gender,age", metavar="HEADS",
+                   help="with --faces: the heads to guess, comma-separated of mask, gender, age (default gender,age)")
+    s.add_argument("--tta", default="hflip", help="with --faces: test-time augmentation as infer.py's (default hflip)")
     s.add_argument("--min-prob", type=float, required=True, metavar="P",
                    help="least class probability an image needs, in (0, 1] (e.g. 0.9)")
     s.set_defaults(func=_pseudo)

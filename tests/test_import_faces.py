@@ -134,3 +134,15 @@ def test_draw_masks_skips_and_lists_faces_without_landmarks(tmp_path, capsys):
     out = tmp_path / "out"
     assert maskds(["import-faces", str(src), str(out), "--format", "utkface", "--draw-masks", "--num-proc", "1"]) == 2
     assert "no face had landmarks" in capsys.readouterr().err and not out.exists()
+
+
+def test_a_folder_without_labels_imports_every_face_with_only_its_mask_state_and_a_preview(tmp_path):
+    src = tmp_path / "faces"
+    face(src / "x" / "a.jpg")
+    face(src / "b.png")
+    png = tmp_path / "preview.png"
+    assert maskds(["import-faces", str(src), str(tmp_path / "out"), "--format", "folder", "--num-proc", "1",
+                   "--preview", str(png)]) == 0
+    df = labels(tmp_path / "out")
+    assert len(df) == 2 and (df["mask"] == "not_wear").all() and (df.gender == "").all() and (df.age == "").all()
+    assert Image.open(png).size == (2 * 96, 128 + 14)  # one photo per person: in a row

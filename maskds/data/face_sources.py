@@ -10,15 +10,15 @@ import pandas as pd
 
 from ..core.labels import IMAGE_EXTENSIONS
 
-FORMATS = ("utkface", "afad", "fairface", "csv")
+FORMATS = ("utkface", "afad", "fairface", "csv", "folder")
 _RANGE = re.compile(r"^\s*(\d{1,3})\s*-\s*(\d{1,3})\s*$")
 _OLDER = re.compile(r"^\s*(?:more than|over|above)\s+(\d{1,3})\s*$|^\s*(\d{1,3})\s*[+-]\s*$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
 class FaceRecord:
-    """One face: its image, its age as recorded ("34", or an interval "20-29" / "70-" = 70 or older) and
-    gender (0 male, 1 female); `person` groups photos of one person (the file name when unknown)."""
+    """One face: its image, its age as recorded ("34", or an interval "20-29" / "70-" = 70 or older; "" unknown)
+    and gender (0 male, 1 female, -1 unknown); `person` groups photos of one person (the file name when unknown)."""
     path: Path
     age: str
     gender: int
@@ -53,7 +53,7 @@ def parse_age(value: str) -> str | None:
     return None
 
 
-def _images(src: Path) -> list[Path]:
+def list_images(src: Path) -> list[Path]:
     """Every image under SRC (hidden files and macOS `._` junk left out), in a stable order."""
     return sorted(p for p in src.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
                   and not any(part.startswith(".") for part in p.relative_to(src).parts))
@@ -63,7 +63,7 @@ def read_utkface(src: Path, problems: list[str]) -> list[FaceRecord]:
     """`[age]_[gender]_[race]_[date&time].jpg.chip.jpg`, gender 0 male / 1 female; a name missing a later
     field (race, date) is still read when its age and gender are there."""
     out = []
-    for p in _images(src):
+    for p in list_images(src):
         fields = p.name.split("_")
         age = parse_age(fields[0]) if len(fields) >= 2 and fields[0].isdigit() else None
         gender = fields[1].split(".")[0] if len(fields) >= 2 else ""
@@ -77,7 +77,7 @@ def read_utkface(src: Path, problems: list[str]) -> list[FaceRecord]:
 def read_afad(src: Path, problems: list[str]) -> list[FaceRecord]:
     """`<age>/<111|112>/<name>.jpg`: 111 male, 112 female."""
     out = []
-    for p in _images(src):
+    for p in list_images(src):
         parts = p.relative_to(src).parts
         if len(parts) != 3 or parse_age(parts[0]) is None or not parts[0].isdigit() or parts[1] not in ("111", "112"):
             problems.append(f"{p}: not in AFAD's <age>/<111|112>/<name>.jpg layout (111 male, 112 female)")
@@ -143,7 +143,9 @@ def read_source(src: Path, fmt: str, cols: CsvColumns, problems: list[str]) -> l
     if not src.is_dir():
         problems.append(f"{src}: not a folder")
         return []
-    if fmt == "utkface":
+    if fmt == "folder":  # faces without labels: `maskds pseudo --faces` guesses them
+        faces = [FaceRecord(p, "", -1, str(p.relative_to(src))) for p in list_images(src)]
+    elif fmt == "utkface":
         faces = read_utkface(src, problems)
     elif fmt == "afad":
         faces = read_afad(src, problems)

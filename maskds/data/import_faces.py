@@ -41,8 +41,8 @@ class ImportOptions:
     seed: int = 0
 
 
-def _age_low(age: str) -> int:
-    return int(age.split("-")[0])
+def _age_low(age: str) -> int | None:
+    return int(age.split("-")[0]) if age else None
 
 
 def _process(task: tuple[int, FaceRecord, ImportOptions, str]) -> tuple[int, list[tuple[str, str]] | None, str]:
@@ -81,8 +81,9 @@ def _run_pool(tasks: list, num_proc: int):
 
 
 def _select(faces: list[FaceRecord], min_age: int, limit: int | None, seed: int) -> list[FaceRecord]:
-    """Faces at least `min_age` years old (by the low end of a range), then `limit` of them drawn at random."""
-    faces = [f for f in faces if _age_low(f.age) >= min_age]
+    """Faces at least `min_age` years old (by the low end of a range; an unknown age stays), then `limit` of
+    them drawn at random."""
+    faces = [f for f in faces if _age_low(f.age) is None or _age_low(f.age) >= min_age]
     if limit is not None and limit < len(faces):
         pick = np.random.default_rng(seed).choice(len(faces), size=limit, replace=False)
         faces = [faces[i] for i in sorted(pick)]
@@ -165,7 +166,7 @@ def _write_all(faces: list[FaceRecord], opt: ImportOptions, work: Path, num_proc
     rows = []
     for k in sorted(done):
         f = faces[k]
-        gender = ("male", "female")[f.gender]
+        gender = ("male", "female", "")[f.gender]  # -1: unknown
         rows += [(name, state, gender, f.age, f"{k:06d}") for name, state in done[k]]
     return rows, sorted(skipped)
 
@@ -178,20 +179,28 @@ def _write_labels(path: Path, rows: list[tuple]) -> None:
 
 
 def write_preview(folder: Path, png: Path, persons: int = 6, thumb: tuple[int, int] = (96, 128)) -> Path:
-    """A grid of an import's first persons, one row each (up to seven photos), with their labels."""
+    """A grid to look at: `persons` persons spread over the import, one row of (up to seven) photos each,
+    or, where every person has one photo, four times as many in rows of eight; each with its labels."""
     import pandas as pd
     from PIL import ImageDraw
 
     df = pd.read_csv(folder / EXTRA_CSV, dtype=str, keep_default_na=False)
-    chosen = list(dict.fromkeys(df.person))[:persons]
-    cols = max(df.person.value_counts()[chosen])
-    grid = Image.new("RGB", (cols * thumb[0], len(chosen) * (thumb[1] + 14)), "white")
+    ids = list(dict.fromkeys(df.person))
+    per = int(df.person.value_counts().max())
+    n = persons if per > 1 else 4 * persons
+    chosen = [ids[int(i)] for i in np.unique(np.linspace(0, len(ids) - 1, min(n, len(ids))).round())]
+    cells = [df[df.person == p].to_dict("records") for p in chosen]
+    if per == 1:
+        flat = [c[0] for c in cells]
+        cells = [flat[i:i + 8] for i in range(0, len(flat), 8)]
+    cols = max(len(c) for c in cells)
+    grid = Image.new("RGB", (cols * thumb[0], len(cells) * (thumb[1] + 14)), "white")
     d = ImageDraw.Draw(grid)
-    for r, person in enumerate(chosen):
-        for c, rec in enumerate(df[df.person == person].to_dict("records")):
+    for r, row in enumerate(cells):
+        for c, rec in enumerate(row):
             x, y = c * thumb[0], r * (thumb[1] + 14)
             grid.paste(images.open_rgb(folder / rec["image"]).resize(thumb), (x, y))
-            d.text((x + 2, y + thumb[1]), f"{rec['mask'] or '?'} {rec['gender'][0]} {rec['age']}", fill="black")
+            d.text((x + 2, y + thumb[1]), f"{rec['mask'] or '?'} {rec['gender'][:1]} {rec['age']}", fill="black")
     png.parent.mkdir(parents=True, exist_ok=True)
     grid.save(png)
     console.print(f"preview: {png}")

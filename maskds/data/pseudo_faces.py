@@ -1,0 +1,112 @@
+"""`maskds pseudo --faces DIR --run RUN OUT`: labels guessed by a trained run for any folder of faces, into an
+`--extra`-ready folder.
+
+DIR is an `--extra` folder (`labels.csv` + images, e.g. from `maskds import-faces --format folder`, which frames
+bare faces as the competition's photos), or any folder of images (every image, nothing known). For each head
+asked (`--heads`, default gender and age) an empty cell is filled where the run's probability of its best value
+is at least `--min-prob`; known labels are kept. The age head gives a band, written as the age range it stands
+for (0-29, 30-59, 60-), which training learns as that band. Rows left with no label are dropped (counted).
+OUT gets `labels.csv` and the images (hard links where possible); it appears whole or not at all.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from rich.console import Console
+
+from ..core.errors import UserError
+from ..core.labels import DEFAULT_AGE_THRESHOLDS, GENDER_NAMES, HEAD_NAMES, MASK_NAMES
+from .extra import EXTRA_CSV, check_extra
+from .face_sources import list_images
+
+console = Console(stderr=True)
+low, high = DEFAULT_AGE_THRESHOLDS
+AGE_RANGES = (f"0-{low - 1}", f"{low}-{high - 1}", f"{high}-")  # a band as the range of ages it holds
+COLUMN = {"mask": "mask", "gender": "gender", "age": "age"}
+
+
+def read_faces(folder: Path) -> pd.DataFrame:
+    """The rows to label: the folder's labels.csv (checked as `--extra` is), or every image with no label."""
+    if (folder / EXTRA_CSV).is_file():
+        check_extra([folder])
+        df = pd.read_csv(folder / EXTRA_CSV, dtype=str, keep_default_na=False)
+    elif folder.is_dir():
+        df = pd.DataFrame({"image": [str(p.relative_to(folder)) for p in list_images(folder)]})
+        if df.empty:
+            raise UserError(f"{folder}: no images (.jpg, .jpeg, .png) and no {EXTRA_CSV}; nothing to label")
+    else:
+        raise UserError(f"{folder}: not a folder; --faces takes a folder of images or an --extra folder")
+    for c in ("mask", "gender", "age", "person"):
+        if c not in df.columns:
+            df[c] = ""
+    return df[["image", "mask", "gender", "age", "person"]]
+
+
+def guess(df: pd.DataFrame, probs: dict[str, np.ndarray], heads: list[str], min_prob: float) -> tuple[pd.DataFrame, dict]:
+    """`df` with the empty cells of `heads` filled where the run is sure enough; (rows, filled count per head)."""
+    df = df.copy()
+    names = {"mask": MASK_NAMES, "gender": GENDER_NAMES, "age": AGE_RANGES}
+    filled = {}
+    for head in heads:
+        p = probs[head]
+        sure = (p.max(axis=1) >= min_prob) & (df[COLUMN[head]].str.strip() == "").to_numpy()
+        df.loc[sure, COLUMN[head]] = [names[head][i] for i in p.argmax(axis=1)[sure]]
+        filled[head] = int(sure.sum())
+    return df, filled
+
+
+def _predict(run: Path, paths: list[Path], tta: str, batch_size: int) -> dict[str, np.ndarray]:
+    from ..inference.inputs import find_checkpoints
+    from ..inference.models import check_heads, load_member, make_accelerator
+    from ..inference.predict import predict_runs
+    from ..inference.tta import parse_tta
+
+    accelerator = make_accelerator("auto")
+    members = [load_member(0, k, p, accelerator.device) for k, p in find_checkpoints(run, None)]
+    check_heads(members)
+    workers = min(16, os.cpu_count() or 1)
+    return predict_runs(members, paths, accelerator, batch_size, workers, parse_tta(tta))[0]
+
+
+def pseudo_faces(folder: str | Path, run: str | Path, out: str | Path, heads: list[str], min_prob: float,
+                 tta: str = "hflip", batch_size: int = 64) -> Path:
+    """Label the faces of `folder` with `run` (see the module docstring) into `out`; returns `out`."""
+    folder, run, out = Path(folder), Path(run), Path(out)
+    if not 0.0 < min_prob <= 1.0:
+        raise UserError(f"--min-prob must be in (0, 1] (the least probability a guessed label needs), got {min_prob}")
+    bad = [h for h in heads if h not in HEAD_NAMES]
+    if bad or not heads:
+        raise UserError(f"--heads: {','.join(bad) or 'none given'}: choose among {', '.join(HEAD_NAMES)}")
+    if out.exists():
+        raise UserError(f"{out}: already exists; choose another OUT (maskds pseudo never overwrites)")
+    df = read_faces(folder)
+    probs = _predict(run, [folder / p for p in df.image], tta, batch_size)
+    df, filled = guess(df, probs, heads, min_prob)
+    labelled = df[(df[["mask", "gender", "age"]] != "").any(axis=1)]
+    if labelled.empty:
+        raise UserError(f"no image reached --min-prob {min_prob} for {', '.join(heads)}; nothing was written")
+    _write(folder, out, labelled)
+    console.print(f"wrote {out}: {len(labelled)} of {len(df)} images with a label; guessed at --min-prob {min_prob}: "
+                  + ", ".join(f"{h} {n}" for h, n in filled.items()))
+    return out
+
+
+def _write(folder: Path, out: Path, df: pd.DataFrame) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.writing-", dir=out.parent))
+    try:
+        for rel in df.image:
+            (work / rel).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(folder / rel, work / rel)
+            except OSError:  # another file system: a copy
+                shutil.copy2(folder / rel, work / rel)
+        df.to_csv(work / EXTRA_CSV, index=False)
+        work.rename(out)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

@@ -1,0 +1,71 @@
+"""`maskds pseudo --faces DIR --run RUN OUT`: any folder of faces labelled by a run, the heads asked for, at a
+threshold, into an `--extra` folder that `maskds build` reads."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from maskds.cli import main as maskds
+from maskds.data.pseudo_faces import AGE_RANGES
+from maskds.inference.cli import main as infer
+from maskds.core.labels import GENDER_NAMES
+
+from test_inference import make_eval_dir, make_run
+
+
+def run_probs(tmp_path, run, data) -> pd.DataFrame:
+    out = tmp_path / "sub.csv"
+    assert infer(["--run", str(run), "--data", str(data), "--out", str(out), "--tta", "none", "--num-workers", "0"]) == 0
+    return pd.read_csv(tmp_path / "sub.probs.csv", dtype={"ImageID": str}).set_index("ImageID")
+
+
+def test_a_folder_of_images_gets_the_runs_answers_for_the_heads_asked(tmp_path, synth_data):
+    run = make_run(tmp_path / "run")
+    data = make_eval_dir(tmp_path / "eval")
+    out = tmp_path / "labelled"
+    assert maskds(["pseudo", "--faces", str(data / "images"), "--run", str(run), str(out), "--min-prob", "0.01",
+                   "--tta", "none"]) == 0
+    got = pd.read_csv(out / "labels.csv", dtype=str, keep_default_na=False).set_index("image")
+    probs = run_probs(tmp_path, run, data)
+    gender = probs[["gender_p0", "gender_p1"]].to_numpy().argmax(1)
+    age = probs[["age_p0", "age_p1", "age_p2"]].to_numpy().argmax(1)
+    assert sorted(got.index) == sorted(probs.index)
+    for i, image in enumerate(probs.index):
+        assert got.loc[image, "gender"] == GENDER_NAMES[gender[i]]
+        assert got.loc[image, "age"] == AGE_RANGES[age[i]]
+        assert got.loc[image, "mask"] == ""                                  # not asked for
+        assert (out / image).read_bytes() == (data / "images" / image).read_bytes()
+    assert maskds(["build", str(synth_data), str(tmp_path / "cache"), "--size", "32", "24", "--folds", "3",
+                   "--num-proc", "1", "--extra", str(out)]) == 0                # an --extra folder build takes
+
+
+def test_the_threshold_keeps_only_sure_guesses_and_known_labels_stay(tmp_path):
+    run = make_run(tmp_path / "run")
+    data = make_eval_dir(tmp_path / "eval", n=9)
+    ids = pd.read_csv(data / "info.csv", dtype=str).ImageID.tolist()
+    probs = run_probs(tmp_path, run, data)
+    folder = data / "images"
+    (folder / "labels.csv").write_text("image,mask,gender,age,person\n" + "".join(
+        f"{i},not_wear,{'female' if k == 0 else ''},,p{k}\n" for k, i in enumerate(ids)))
+    top = probs.loc[ids, ["gender_p0", "gender_p1"]].to_numpy().max(1)
+    cut = float(np.median(top))
+    out = tmp_path / "labelled"
+    assert maskds(["pseudo", "--faces", str(folder), "--run", str(run), str(out), "--min-prob", str(cut),
+                   "--heads", "gender", "--tta", "none"]) == 0
+    got = pd.read_csv(out / "labels.csv", dtype=str, keep_default_na=False).set_index("image").loc[ids]
+    assert got.gender.iloc[0] == "female"                                    # a known label is kept
+    sure = top >= cut
+    sure[0] = True
+    assert ((got.gender != "").to_numpy() == sure).all()                     # the rest only where sure
+    assert (got.age == "").all() and (got["mask"] == "not_wear").all()
+
+
+def test_bad_arguments_name_what_to_do(tmp_path, capsys):
+    run = make_run(tmp_path / "run")
+    data = make_eval_dir(tmp_path / "eval")
+    assert maskds(["pseudo", "--faces", str(data / "images"), str(tmp_path / "o"), "--min-prob", "0.5"]) == 2
+    assert "needs --run RUN" in capsys.readouterr().err
+    assert maskds(["pseudo", "--faces", str(data / "images"), "--run", str(run), str(tmp_path / "o"),
+                   "--min-prob", "0.5", "--heads", "hair"]) == 2
+    assert "--heads: hair" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
