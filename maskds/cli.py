@@ -1,4 +1,5 @@
-"""`maskds` command line: synth, build, import-faces, eda, score, oof, tune, pseudo; each a thin call into its module."""
+"""`maskds` command line: synth, build, import-faces, eda, score, oof, tune, pseudo; each a thin call into its
+module."""
 from __future__ import annotations
 
 import argparse
@@ -153,7 +154,8 @@ def _add_build(sub) -> None:
 def _add_import_faces(sub) -> None:
     from .data.face_sources import FORMATS
 
-    i = sub.add_parser("import-faces", help="a face set from elsewhere (UTKFace, AFAD, FairFace, a CSV) to an --extra folder",
+    i = sub.add_parser("import-faces", help="a face set from elsewhere (UTKFace, AFAD, FairFace, a CSV) to an "
+                       "--extra folder",
                        description="Read the faces of SRC with their ages and genders and write OUT, a folder for "
                        "`maskds build --extra OUT`: OUT/labels.csv and OUT/images/. Each face is framed as the "
                        "competition's 384x512 chest-up photo (its face where --face-crop fixed crops), alone "

@@ -15,7 +15,8 @@ from test_inference import make_eval_dir, make_run
 
 def run_probs(tmp_path, run, data) -> pd.DataFrame:
     out = tmp_path / "sub.csv"
-    assert infer(["--run", str(run), "--data", str(data), "--out", str(out), "--tta", "none", "--num-workers", "0"]) == 0
+    args = ["--run", str(run), "--data", str(data), "--out", str(out), "--tta", "none", "--num-workers", "0"]
+    assert infer(args) == 0
     return pd.read_csv(tmp_path / "sub.probs.csv", dtype={"ImageID": str}).set_index("ImageID")
 
 

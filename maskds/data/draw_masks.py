@@ -32,7 +32,8 @@ def mask_outline(points: np.ndarray, kind: str, shape: str, rng: np.random.Gener
                 (cx, bottom), (cx - 0.95 * half, bottom - 0.15 * eye)]
     if shape == "kf94":       # a ridge over the nose, pointed under the chin
         return [(cx - half, top + 0.3 * eye), (cx - 0.4 * half, top + 0.05 * eye), (cx, top),
-                (cx + 0.4 * half, top + 0.05 * eye), (cx + half, top + 0.3 * eye), (cx + 0.7 * half, bottom - 0.3 * eye),
+                (cx + 0.4 * half, top + 0.05 * eye), (cx + half, top + 0.3 * eye),
+                (cx + 0.7 * half, bottom - 0.3 * eye),
                 (cx, bottom + 0.1 * eye), (cx - 0.7 * half, bottom - 0.3 * eye)]
     arc = np.linspace(0, np.pi, 9)                    # cloth: a rounded bottom
     return [(cx - half, top + 0.15 * eye), (cx, top), (cx + half, top + 0.15 * eye),

@@ -41,6 +41,10 @@ class ImportOptions:
     seed: int = 0
 
 
+def _shown(problems: list[str]) -> list[str]:
+    return problems[:SHOW] + ([f"... and {len(problems) - SHOW} more"] if len(problems) > SHOW else [])
+
+
 def _age_low(age: str) -> int | None:
     return int(age.split("-")[0]) if age else None
 
@@ -76,7 +80,9 @@ def _run_pool(tasks: list, num_proc: int):
     if num_proc <= 1 or len(tasks) < 2:
         yield from map(_process, tasks)
         return
-    with get_context("fork").Pool(num_proc, initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN)) as pool:
+    # Ctrl-C is handled once, by the main process, which then terminates the pool.
+    ignore_sigint = (signal.SIGINT, signal.SIG_IGN)
+    with get_context("fork").Pool(num_proc, initializer=signal.signal, initargs=ignore_sigint) as pool:
         yield from pool.imap_unordered(_process, tasks, chunksize=4)
 
 
@@ -117,7 +123,7 @@ def import_faces(src: str | Path, out: str | Path, fmt: str, cols: CsvColumns | 
     faces = read_source(src, fmt, cols or CsvColumns(), problems)
     if problems:
         raise UserError(f"{src}: the source has problems; fix them and run again (nothing was written):",
-                        problems[:SHOW] + ([f"... and {len(problems) - SHOW} more"] if len(problems) > SHOW else []))
+                        _shown(problems))
     faces = _select(faces, min_age, limit, opt.seed)
     if not faces:
         raise UserError(f"{src}: no face is at least --min-age {min_age} years old; nothing was written")
@@ -128,7 +134,7 @@ def import_faces(src: str | Path, out: str | Path, fmt: str, cols: CsvColumns | 
         rows, skipped = _write_all(faces, opt, work, num_proc or os.cpu_count() or 1, problems)
         if problems:
             raise UserError(f"{src}: images that cannot be read; fix them and run again (nothing was written):",
-                            problems[:SHOW] + ([f"... and {len(problems) - SHOW} more"] if len(problems) > SHOW else []))
+                            _shown(problems))
         if not rows:
             raise UserError(f"{src}: no face had landmarks to draw masks on; nothing was written")
         _write_labels(work / EXTRA_CSV, rows)
@@ -140,8 +146,8 @@ def import_faces(src: str | Path, out: str | Path, fmt: str, cols: CsvColumns | 
     finally:
         shutil.rmtree(work, ignore_errors=True)
     persons = len({r[4] for r in rows})
-    console.print(f"wrote {out}: {persons} persons, {len(rows)} images"
-                  + (f"; {len(skipped)} faces without landmarks skipped (listed in {out / 'skipped.txt'})" if skipped else ""))
+    note = f"; {len(skipped)} faces without landmarks skipped (listed in {out / 'skipped.txt'})" if skipped else ""
+    console.print(f"wrote {out}: {persons} persons, {len(rows)} images{note}")
     if preview is not None:
         write_preview(out, Path(preview))
     return out

