@@ -84,3 +84,22 @@ def test_every_family_trains_one_step_without_weights(name):
     torch.nn.functional.cross_entropy(logits[:, :3], labels).backward()
     optimizer.step()
     assert not torch.equal(model.classifier.weight, before)
+
+
+def test_hub_weights_without_a_route_to_the_hub_are_one_clear_error(tmp_path, tiny_cache):
+    import subprocess
+    import sys
+
+    from train_helpers import ROOT, TINY, env
+
+    offline = {**env(), "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "empty_hub_cache")}  # as unreachable
+    args = [f"cache={tiny_cache}", f"output_dir={tmp_path / 'runs'}", "name=hub", "folds=[0]", "epochs=1",
+            *TINY, "pretrained=hub"]  # the later pretrained wins over TINY's
+    r = subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, env=offline, capture_output=True,
+                       text=True, timeout=240)
+    assert r.returncode == 2, r.stderr[-3000:]
+    assert "Traceback" not in r.stderr and r.stderr.count("error:") == 1, r.stderr[-3000:]
+    for named in ("'test_efficientnet'", "hub could not be reached", "pretrained=/path/", "preset:",
+                  "HF_HUB_OFFLINE=1"):
+        assert named in r.stderr, r.stderr
+    assert not (tmp_path / "runs" / "hub").exists()

@@ -64,6 +64,22 @@ def backbone_kwargs(model_name: str, image_size: Sequence[int] | None, drop_path
     return extra
 
 
+def build_backbone(model_name: str, hub: bool, extra: dict) -> nn.Module:
+    """timm's model without a classifier; `hub`: with its weights from the Hugging Face hub (or its cache),
+    and a UserError saying what to do when neither can be read."""
+    if not hub:
+        return timm.create_model(model_name, pretrained=False, num_classes=0, **extra)
+    from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
+
+    try:
+        return timm.create_model(model_name, pretrained=True, num_classes=0, **extra)
+    except (LocalEntryNotFoundError, OfflineModeIsEnabled, ConnectionError, TimeoutError) as err:
+        raise UserError(f"pretrained: hub: the weights of {model_name!r} are not in the hub cache and the hub could "
+                        f"not be reached ({type(err).__name__}); give local weights (pretrained=/path/file or "
+                        f"preset:NAME), fill the hub cache on a machine with access and set HF_HUB_OFFLINE=1 here, "
+                        f"or train from scratch with pretrained=none") from None
+
+
 def create_model(
     model_name: str,
     head: str | HeadSpec,
@@ -86,7 +102,7 @@ def create_model(
     if not timm.is_model(model_name):
         raise UserError(f"model: {model_name!r} is not a timm model name (see timm.list_models())")
     extra = backbone_kwargs(model_name, image_size, drop_path_rate)
-    backbone = timm.create_model(model_name, pretrained=(pretrained == "hub"), num_classes=0, **extra)
+    backbone = build_backbone(model_name, pretrained == "hub", extra)
     if pretrained not in ("hub", "none"):
         from .pretrained import load_backbone_weights  # only needed for local / preset weights
 
