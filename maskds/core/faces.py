@@ -5,9 +5,9 @@ cache's shape, the same way at build and at inference.
 a copy of the photo scaled to DETECT_SIDE pixels on its longer side; the most confident face is kept.
 `fixed`: no detector, the upper-centre box where a chest-up portrait's face is (FIXED_BOX, fractions of
 a 3:4 portrait, placed in the photo's largest centred 3:4 window, so a landscape or square photo gets a
-face-shaped box too); also what `mtcnn` falls back to when it finds no face. Either way the crop is the box widened by a margin on each
-side (a fraction of the box, MARGIN by default), then extended to the cache's height:width ratio about
-the box's centre; what falls outside the photo is black.
+face-shaped box too); also what `mtcnn` falls back to when it finds no face. Either way the crop is the
+box widened by a margin on each side (a fraction of the box, MARGIN by default), then extended to the
+cache's height:width ratio about the box's centre; what falls outside the photo is black.
 """
 from __future__ import annotations
 
