@@ -23,7 +23,7 @@ stage "3/6 EDA plots -> $DEMO/eda"
 $BIN/maskds eda "$DEMO/data" "$DEMO/eda"
 
 stage "4/6 training configs/demo.yaml on folds 0 and 1 (CPU) -> $DEMO/runs/demo"
-$BIN/accelerate launch --config_file accelerate_configs/cpu.yaml train.py \
+$BIN/accelerate launch -q --config_file accelerate_configs/cpu.yaml train.py \
     --config configs/demo.yaml cache="$DEMO/cache" output_dir="$DEMO/runs" name=demo "folds=[0,1]"
 
 stage "5/6 soft-voting inference over both folds with hflip TTA -> $DEMO/submission.csv"

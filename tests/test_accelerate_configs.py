@@ -27,3 +27,30 @@ def test_launching_a_cpu_config_prints_no_defaults_warning(name):
                        timeout=120)
     assert r.returncode == 0 and "usage: train.py" in r.stdout, r.stderr[-2000:]
     assert "were not passed" not in r.stdout + r.stderr, r.stderr[-2000:]
+
+
+def single_process_launches(text: str) -> list[str]:
+    """The `accelerate launch` command lines of `text` that use a 1-process config."""
+    lines = [ln for ln in text.splitlines() if "accelerate launch" in ln and "--config_file" in ln]
+    return [ln for ln in lines if "cpu.yaml" in ln or "single_gpu.yaml" in ln]
+
+
+def test_the_documented_single_process_launches_are_quiet():
+    # Without -q a config error ends in accelerate's CalledProcessError traceback; on the CPU without
+    # OMP_NUM_THREADS, also a launcher warning: a new user's first mistake should read as one line.
+    readme, demo = (ROOT / "README.md").read_text(), (ROOT / "scripts/demo.sh").read_text()
+    lines = single_process_launches(readme) + single_process_launches(demo)
+    assert len(lines) >= 4, lines
+    for line in lines:
+        assert "accelerate launch -q " in line, line
+    for line in single_process_launches(readme):
+        assert "cpu.yaml" not in line or "OMP_NUM_THREADS=" in line, line
+    assert "export OMP_NUM_THREADS=" in demo
+
+
+def test_a_config_error_under_a_quiet_single_process_launch_reads_as_one_line():
+    r = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "-q", "--config_file",
+                        str(ACCEL / "cpu.yaml"), str(ROOT / "train.py"), "--config", "configs/demo.yaml", "lr=fast"],
+                       cwd=ROOT, env=env(), capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0
+    assert (r.stdout + r.stderr).strip() == "error: override: lr: expected float, got 'fast' (str)", r.stderr

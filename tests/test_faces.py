@@ -43,6 +43,25 @@ def test_no_face_falls_back_to_the_fixed_upper_centre_box():
     assert faces.face_crop(blank, "fixed", (160, 120))[1:] == (box, False)
 
 
+def black_share(crop: Image.Image) -> float:
+    return float((np.asarray(crop).max(axis=2) == 0).mean())
+
+
+@pytest.mark.parametrize("width, height", [(512, 384), (384, 384), (384, 768)])
+def test_the_fixed_box_follows_photos_of_another_shape_than_3_to_4(width, height):
+    # The box is placed in the photo's centred 3:4 window: a 512x384 landscape photo's crop was 32% black.
+    portrait, _, _ = faces.face_crop(Image.new("RGB", (384, 512), "white"), "fixed", (160, 120))
+    crop, box, _ = faces.face_crop(Image.new("RGB", (width, height), "white"), "fixed", (160, 120))
+    assert black_share(crop) <= black_share(portrait) + 0.005
+    assert abs((box[0] + box[2]) / 2 - 0.5) < 1e-9  # still centred across the photo
+    assert crop.height / crop.width == pytest.approx(160 / 120, rel=0.02)
+
+
+def test_the_fixed_box_of_a_3_to_4_photo_is_the_fixed_fractions():
+    box = faces.fixed_box(Image.new("RGB", (384, 512)))
+    assert box == pytest.approx((0.18 * 384, 0.17 * 512, 0.82 * 384, 0.64 * 512))
+
+
 @pytest.mark.parametrize("size_hw", [(160, 120), (120, 160), (100, 100)])
 def test_the_crop_holds_the_face_with_its_margin_in_the_cache_shape(size_hw):
     left, top, right, bottom = faces.crop_region(HOPPER_FACE, size_hw, margin=0.2)

@@ -64,3 +64,42 @@ def test_drop_path_rate_reaches_the_backbone():
              if type(m).__name__ == "DropPath"]
     assert rates and max(rates) == pytest.approx(0.2, abs=0.05) and max(rates) > 0
     assert not [m for m in create_model("test_efficientnet", "multihead").modules() if type(m).__name__ == "DropPath"]
+
+
+# Tiny members of timm's families; MobileNetV3/V4 and GhostNet have a pre-logits layer (head_hidden_size
+# features, not num_features), the ViT a fixed input size (built at the training size).
+FAMILIES = ["test_resnet", "test_efficientnet", "mobilenetv3_small_050", "mobilenetv4_conv_small", "ghostnet_100",
+            "test_convnext", "vit_tiny_patch16_224"]
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_every_family_trains_one_step_without_weights(name):
+    torch.manual_seed(0)
+    model = create_model(name, "multihead", image_size=[64, 48]).train()
+    images, labels = torch.randint(0, 256, (2, 3, 64, 48), dtype=torch.uint8), torch.tensor([0, 2])
+    before = model.classifier.weight.detach().clone()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    logits = model(images)
+    assert logits.shape == (2, HeadSpec("multihead").num_outputs)
+    torch.nn.functional.cross_entropy(logits[:, :3], labels).backward()
+    optimizer.step()
+    assert not torch.equal(model.classifier.weight, before)
+
+
+def test_hub_weights_without_a_route_to_the_hub_are_one_clear_error(tmp_path, tiny_cache):
+    import subprocess
+    import sys
+
+    from train_helpers import ROOT, TINY, env
+
+    offline = {**env(), "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "empty_hub_cache")}  # as unreachable
+    args = [f"cache={tiny_cache}", f"output_dir={tmp_path / 'runs'}", "name=hub", "folds=[0]", "epochs=1",
+            *TINY, "pretrained=hub"]  # the later pretrained wins over TINY's
+    r = subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, env=offline, capture_output=True,
+                       text=True, timeout=240)
+    assert r.returncode == 2, r.stderr[-3000:]
+    assert "Traceback" not in r.stderr and r.stderr.count("error:") == 1, r.stderr[-3000:]
+    for named in ("'test_efficientnet'", "hub could not be reached", "pretrained=/path/", "preset:",
+                  "HF_HUB_OFFLINE=1"):
+        assert named in r.stderr, r.stderr
+    assert not (tmp_path / "runs" / "hub").exists()

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from maskds.cli import main as maskds
-from maskds.core.labels import ALL_KNOWN, KNOWN_AGE, KNOWN_BAND, KNOWN_GENDER, KNOWN_MASK, PSEUDO, decode
+from maskds.core.labels import (ALL_KNOWN, KNOWN_AGE, KNOWN_BAND, KNOWN_GENDER, KNOWN_INTERVAL, KNOWN_MASK, PSEUDO,
+                                decode)
 from maskds.core.probabilities import HeadSpec, heads_from_class_probs, to_frame
 from maskds.data.cache import load_cache
 from maskds.training.datasets import class_and_age
@@ -86,6 +87,30 @@ def test_a_band_only_row_teaches_a_numeric_age_head_the_band(age_head):
     assert bands.argmax(1).tolist() == [0, 1, 2]
 
 
+def test_a_pseudo_band_under_other_thresholds_is_its_age_interval_and_a_band_only_where_it_fits():
+    """A pseudo label's band is the competition's ([0,30), [30,60), [60,+)): numeric age heads learn that
+    interval under any thresholds; band-based terms (bands head, 18-way head, soft F1) use it only where
+    the interval lies inside the training band of that index, else the row has no band for them."""
+    import datasets
+
+    from maskds.training.losses import label_weights
+
+    table = datasets.Dataset.from_dict({"mask": [0, 0, 0, 0], "gender": [1, 1, 1, 1], "age": [-1, -1, -1, 59],
+                                        "age_band": [0, 1, 2, -1], "origin": ["pseudo"] * 3 + ["train"]})
+    rows = torch.from_numpy(class_and_age(table, [30, 58]))
+    assert [bool(k & KNOWN_BAND) for k in rows[:, 2]] == [True, False, True, True]  # [30,60) straddles 58
+    assert rows[3, 0] % 3 == 2  # an age in years: its band under the training thresholds
+    w = label_weights(rows[:, 2], pseudo_weight=1.0)
+    assert w["band"].tolist() == w["class"].tolist() == [1, 0, 1, 1]
+    assert w["age"].tolist() == [1, 1, 1, 1]  # regression / distribution: the interval [30, 60) still teaches
+    assert class_and_age(table, [30, 60])[:3, 2].tolist() == [
+        KNOWN_MASK | KNOWN_GENDER | KNOWN_BAND | PSEUDO | KNOWN_INTERVAL] * 3  # the competition's bands: all fit
+    spec = HeadSpec("multihead", "bands", (30, 58))
+    logits = torch.zeros(4, spec.num_outputs, requires_grad=True)
+    MaskLoss(spec)(logits, rows).backward()
+    assert not logits.grad[1, spec.slices()["age"]].any() and logits.grad[0, spec.slices()["age"]].any()
+
+
 def test_extra_rows_train_every_fold_with_their_missing_labels_missing(tmp_path, synth_data, tiny_cache):
     extra = make_extra(tmp_path / "extra", synth_data)
     cache = tmp_path / "cache"
@@ -136,7 +161,8 @@ def test_pseudo_adds_the_confident_eval_images_to_a_copy(tmp_path, synth_data, t
     assert set(added["origin"]) == {"pseudo"} and set(added["fold"]) == {-1} and set(added["age"]) == {-1}
     labels = [decode(int(c)) for c in truth[conf >= 0.9]]
     assert list(zip(added["mask"], added["gender"], added["age_band"])) == labels
-    assert (class_and_age(train, [30, 60])[len(plain):, 2] == (KNOWN_MASK | KNOWN_GENDER | KNOWN_BAND | PSEUDO)).all()
+    pseudo_known = KNOWN_MASK | KNOWN_GENDER | KNOWN_BAND | KNOWN_INTERVAL | PSEUDO
+    assert (class_and_age(train, [30, 60])[len(plain):, 2] == pseudo_known).all()
     assert meta["args"]["pseudo"]["min_prob"] == 0.9
 
 

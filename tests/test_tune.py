@@ -98,27 +98,17 @@ def test_two_processes_on_one_storage_share_the_study(tmp_path, tiny_cache):
     assert len({t.user_attrs["worker"] for t in complete}) == 2  # both processes ran trials of the one study
 
 
-def test_epochs_are_reported_at_steps_of_the_folds_training_order(tmp_path):
-    import json as js
+def test_each_launched_trial_gets_a_free_port_of_its_own(tmp_path):
+    import socket
 
-    from maskds.tuning.tune import EpochReader
+    from maskds.tuning.tune import TuneJob, trial_command
 
-    def write(fold, epochs):
-        d = tmp_path / f"fold{fold}"
-        d.mkdir(exist_ok=True)
-        (d / "metrics.jsonl").write_text("".join(js.dumps({"epoch": e, "ema": {"macro_f1": f}}) + "\n"
-                                                 for e, f in epochs))
-
-    reader = EpochReader(tmp_path, epochs=2)
-    write(3, [(0, 0.1)])  # folds=[3, 0]: fold 3 trains first
-    assert reader.new() == [(0, 0.1)]
-    write(3, [(0, 0.1), (1, 0.2)])
-    time.sleep(0.05)
-    write(0, [(0, 0.3)])
-    (tmp_path / "fold0" / "metrics.jsonl").write_text(
-        (tmp_path / "fold0" / "metrics.jsonl").read_text() + '{"epoch": 1, "ema"')  # a line being written
-    assert reader.new() == [(1, 0.2), (2, 0.3)]
-    assert reader.new() == []
+    job = TuneJob(None, [], [], tmp_path, "s", launch=str(ROOT / "accelerate_configs/cpu_2proc.yaml"))
+    cmd = trial_command(job, ["epochs=1"])
+    port = int(cmd[cmd.index("--main_process_port") + 1])
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))  # free (not accelerate's default 29500, which another study's trial holds)
+    assert cmd.index("--main_process_port") < cmd.index(str(ROOT / "train.py"))
 
 
 def test_space_values_are_checked_with_the_base_config_and_step_options(tmp_path, tiny_cache, capsys):
@@ -151,3 +141,132 @@ def test_a_study_refuses_to_resume_with_another_space_or_base_config(tmp_path):
         check_study(study, wider)
     with pytest.raises(UserError, match="another base config"):
         check_study(study, TuneJob("configs/demo.yaml", ["epochs=2"], [lr], tmp_path, "s"))
+
+
+def test_a_study_compares_the_base_config_by_its_values_not_its_path(tmp_path, monkeypatch):
+    import optuna
+
+    from maskds.core.errors import UserError
+    from maskds.tuning.space import parse_param
+    from maskds.tuning.tune import TuneJob, check_study
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "base.yaml").write_text("epochs: 2\nlr: 1.0e-3\n")
+    lr = parse_param("lr", {"low": 1e-4, "high": 1e-3}, "space")
+    study = optuna.create_study(direction="maximize")
+    check_study(study, TuneJob("base.yaml", [], [lr], tmp_path, "s"))
+    check_study(study, TuneJob("./base.yaml", [], [lr], tmp_path, "s"))  # the same file: the same config
+    check_study(study, TuneJob(str(tmp_path / "base.yaml"), [], [lr], tmp_path, "s"))
+    (tmp_path / "base.yaml").write_text("epochs: 3\nlr: 1.0e-3\n")  # edited between two runs
+    with pytest.raises(UserError, match="another base config"):
+        check_study(study, TuneJob("base.yaml", [], [lr], tmp_path, "s"))
+
+
+# A stand-in for train.py: writes every fold's metrics.jsonl (EMA F1 = fold + epoch / 10) at once.
+FAKE_TRAIN = """
+import json, pathlib, sys, time
+args = dict(a.split("=", 1) for a in sys.argv[1:] if "=" in a)
+for fold in (0, 1):
+    d = pathlib.Path(args["output_dir"]) / args["name"] / f"fold{fold}"
+    d.mkdir(parents=True)
+    lines = [{"epoch": e, "ema": {"macro_f1": fold + e / 10}} for e in range(int(args.get("epochs", 3)))]
+    (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\\n" for r in lines))
+    time.sleep(0.05)
+"""
+
+
+class FakeTrial:
+    """The part of an Optuna trial `run_trial` uses: fixed params, the reports kept."""
+
+    def __init__(self, number: int, params: dict):
+        self.number, self.params, self.user_attrs, self.reports = number, params, {}, []
+
+    def suggest_categorical(self, key, choices):
+        return self.params[key]
+
+    def set_user_attr(self, key, value):
+        self.user_attrs[key] = value
+
+    def report(self, value, step):
+        self.reports.append((step, value))
+
+    def should_prune(self):
+        return False
+
+
+@pytest.fixture
+def fake_train(monkeypatch):
+    """run_trial launches FAKE_TRAIN instead of train.py (and every trial scores 0.5); returns the launches."""
+    from maskds.tuning import tune
+
+    launched = []
+
+    def command(job, overrides):
+        launched.append(overrides)
+        return [sys.executable, "-c", FAKE_TRAIN, *overrides]
+
+    monkeypatch.setattr(tune, "trial_command", command)
+    monkeypatch.setattr(tune, "oof_macro_f1", lambda run_dir, heads=None: 0.5)
+    return launched
+
+
+def test_a_step_means_the_same_fold_and_epoch_in_trials_of_different_epochs(tmp_path, fake_train):
+    from maskds.tuning.space import parse_param
+    from maskds.tuning.tune import TuneJob, run_trial
+
+    space = [parse_param("epochs", [2, 4], "space")]
+    job = TuneJob(str(ROOT / "configs/demo.yaml"), [], space, tmp_path, "s")
+    short, long = FakeTrial(0, {"epochs": 2}), FakeTrial(1, {"epochs": 4})
+    for trial in (short, long):
+        assert run_trial(trial, job) == 0.5
+    steps = {f1: step for step, f1 in long.reports}  # f1 = fold + epoch / 10
+    assert short.reports == [(steps[f1], f1) for f1 in (0.0, 0.1, 1.0, 1.1)]
+    assert steps[1.0] == 4  # fold 1's first epoch comes after the longest trial's 4 epochs of fold 0
+
+
+def test_an_invalid_combination_fails_its_trial_before_anything_is_launched(tmp_path, fake_train):
+    from maskds.tuning.space import parse_param
+    from maskds.tuning.tune import TrialFailed, TuneJob, run_trial
+
+    space = [parse_param("head", ["multihead", "single"], "space"),
+             parse_param("age_head", ["bands", "regression"], "space")]
+    job = TuneJob(None, [], space, tmp_path, "s")  # the defaults: head=multihead, age_head=bands
+    trial = FakeTrial(0, {"head": "single", "age_head": "regression"})
+    with pytest.raises(TrialFailed, match="age_head: 'regression' needs head=multihead"):
+        run_trial(trial, job)
+    assert fake_train == [] and not (tmp_path / "s-trial0").exists()
+    assert "needs head=multihead" in trial.user_attrs["invalid"]
+
+
+def test_a_study_goes_on_past_invalid_combinations_which_do_not_count(tmp_path, fake_train):
+    import optuna
+    from optuna.trial import TrialState
+
+    from maskds.tuning.space import parse_param
+    from maskds.tuning.tune import tune
+
+    storage = f"sqlite:///{tmp_path / 'tune.db'}"
+    space = [parse_param("head", ["multihead", "single"], "space"),
+             parse_param("age_head", ["bands", "regression"], "space")]
+    study = optuna.create_study(storage=storage, study_name="s", direction="maximize")
+    for head, age in (("single", "regression"), ("multihead", "regression"), ("single", "regression"),
+                      ("single", "bands")):
+        study.enqueue_trial({"head": head, "age_head": age})
+    tune(None, [], space, 2, "s", storage, tmp_path / "runs", None,
+         tmp_path / "best.yaml")
+    trials = optuna.load_study(study_name="s", storage=storage).trials
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]
+    assert "needs head=multihead" in trials[0].user_attrs["invalid"]
+    assert len(fake_train) == 2 and (tmp_path / "best.yaml").is_file()
+
+
+def test_all_combinations_invalid_stops_the_study_with_the_reason(tmp_path, fake_train):
+    from maskds.core.errors import UserError
+    from maskds.tuning.space import parse_param
+    from maskds.tuning.tune import tune
+
+    space = [parse_param("head", ["single"], "space"), parse_param("age_head", ["regression"], "space")]
+    with pytest.raises(UserError, match="no valid config.*needs head=multihead"):
+        tune(None, [], space, 2, "s", f"sqlite:///{tmp_path / 'tune.db'}", tmp_path / "runs",
+             None, tmp_path / "best.yaml")
+    assert fake_train == []

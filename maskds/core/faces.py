@@ -3,10 +3,11 @@ cache's shape, the same way at build and at inference.
 
 `mtcnn`: facenet-pytorch's MTCNN (its weights ship in the PyPI package: nothing is downloaded), run on
 a copy of the photo scaled to DETECT_SIDE pixels on its longer side; the most confident face is kept.
-`fixed`: no detector, the upper-centre box where a chest-up portrait's face is (FIXED_BOX); also what
-`mtcnn` falls back to when it finds no face. Either way the crop is the box widened by a margin on each
-side (a fraction of the box, MARGIN by default), then extended to the cache's height:width ratio about
-the box's centre; what falls outside the photo is black.
+`fixed`: no detector, the upper-centre box where a chest-up portrait's face is (FIXED_BOX, fractions of
+a 3:4 portrait, placed in the photo's largest centred 3:4 window, so a landscape or square photo gets a
+face-shaped box too); also what `mtcnn` falls back to when it finds no face. Either way the crop is the
+box widened by a margin on each side (a fraction of the box, MARGIN by default), then extended to the
+cache's height:width ratio about the box's centre; what falls outside the photo is black.
 """
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ import numpy as np
 from PIL import Image
 
 CROP_METHODS = ("none", "fixed", "mtcnn")
-FIXED_BOX = (0.18, 0.17, 0.82, 0.64)  # x0, y0, x1, y1 as fractions of the photo: a portrait's face
+FIXED_BOX = (0.18, 0.17, 0.82, 0.64)  # x0, y0, x1, y1 as fractions of a 3:4 portrait: its face
+PORTRAIT_W_H = 3 / 4                   # the shape FIXED_BOX was measured on (the competition's 384x512)
 MARGIN = 0.15                          # added on each side, as a fraction of the box's width/height
 DETECT_SIDE = 320                      # the detector sees the photo scaled to this longer side
 MIN_FACE = 40                          # smallest face the detector looks for, at DETECT_SIDE (pixels)
@@ -59,8 +61,13 @@ def detect(img: Image.Image) -> tuple[float, float, float, float] | None:
 
 
 def fixed_box(img: Image.Image) -> tuple[float, float, float, float]:
+    """FIXED_BOX in the photo's pixels, within its largest centred 3:4 window (the whole of a 3:4 photo):
+    applied to a 512x384 photo's whole frame, the box was as wide as a face is tall and 32% of the crop
+    fell outside the photo."""
     w, h = img.size
-    return FIXED_BOX[0] * w, FIXED_BOX[1] * h, FIXED_BOX[2] * w, FIXED_BOX[3] * h
+    ww, wh = min(w, h * PORTRAIT_W_H), min(h, w / PORTRAIT_W_H)
+    left, top = (w - ww) / 2, (h - wh) / 2
+    return (left + FIXED_BOX[0] * ww, top + FIXED_BOX[1] * wh, left + FIXED_BOX[2] * ww, top + FIXED_BOX[3] * wh)
 
 
 def crop_region(box, size_hw: tuple[int, int], margin: float = MARGIN) -> tuple[int, int, int, int]:

@@ -10,8 +10,10 @@ HEAD_NAMES = ("mask", "gender", "age")  # the three heads, in class-id order (cl
 
 # Which labels a training row has (bits of the `known` target column): extra data may lack some, a
 # pseudo-labelled row has the age band but not the age in years. Missing labels are -1 in the cache.
-# An EXTRA row comes from `--extra` data (weighed `extra_weight`).
-KNOWN_MASK, KNOWN_GENDER, KNOWN_BAND, KNOWN_AGE, PSEUDO, EXTRA = 1, 2, 4, 8, 16, 32
+# KNOWN_INTERVAL: the age is known as a competition band's interval of years (a pseudo label, or an --extra
+# age range; exact under any thresholds); KNOWN_BAND: the band under the training thresholds (`band_fits` says
+# when a competition band is one). An EXTRA row comes from `--extra` data (weighed `extra_weight`).
+KNOWN_MASK, KNOWN_GENDER, KNOWN_BAND, KNOWN_AGE, PSEUDO, KNOWN_INTERVAL, EXTRA = 1, 2, 4, 8, 16, 32, 64
 ALL_KNOWN = KNOWN_MASK | KNOWN_GENDER | KNOWN_BAND | KNOWN_AGE
 NUM_CLASSES = 18
 
@@ -36,6 +38,14 @@ def age_band(age: int, thresholds: tuple[int, int] | list[int] = DEFAULT_AGE_THR
     if not low < high:
         raise ValueError(f"age thresholds must increase, got {list(thresholds)}")
     return 0 if age < low else (1 if age < high else 2)
+
+
+def band_fits(band: int, thresholds: tuple[int, int] | list[int]) -> bool:
+    """Whether the competition band `band`'s interval of years lies inside the band of the same index
+    under `thresholds`: then a band-only label (a pseudo label) is also a band in training. Under
+    [30, 58], [0,30) and [60,+) do, [30,60) does not (58 and 59 are band 2 there)."""
+    ours, theirs = (0, *DEFAULT_AGE_THRESHOLDS, float("inf")), (0, *thresholds, float("inf"))
+    return theirs[band] <= ours[band] and ours[band + 1] <= theirs[band + 1]
 
 
 def encode(mask: int, gender: int, band: int) -> int:

@@ -6,7 +6,11 @@ Each eval image whose largest 18-class probability (in the probabilities file in
 least `--min-prob` becomes a training row of OUT_CACHE: its mask, gender and age band are those of
 that class (the age in years stays unknown: numeric age heads learn the band as an interval), in fold
 -1 (`TRAIN_ONLY_FOLD`: every fold trains on it, none validates on it), marked `origin: pseudo` so that
-training can weigh it (`pseudo_weight`). CACHE is not touched; OUT_CACHE appears whole or not at all.
+training can weigh it (`pseudo_weight`). The band is the competition's, an interval of years ([0,30),
+[30,60), [60,+)), exact whatever `age_thresholds` a run trains with; a band-based loss (bands head,
+18-way head, soft F1) uses it only where the interval lies inside the training band of that index
+(`core.labels.band_fits`: under [30,58] the 30-59 band does not). CACHE is not touched; OUT_CACHE
+appears whole or not at all.
 """
 from __future__ import annotations
 

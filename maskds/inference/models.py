@@ -105,7 +105,8 @@ def load_member(run: int, fold: int, path: Path, device: torch.device, compile: 
     if not isinstance(name, str):
         raise UserError(f"checkpoint {path}: metadata names no model (model={name!r})")
     # pretrained="none": the checkpoint holds every weight, and inference never touches a hub.
-    model = create_model(name, spec, pretrained="none", mean=best.resolved.get("mean"), std=best.resolved.get("std"))
+    model = create_model(name, spec, pretrained="none", mean=best.resolved.get("mean"), std=best.resolved.get("std"),
+                         image_size=view.image_size)
     try:
         model.load_state_dict(best.state_dict, strict=True)
     except RuntimeError as err:

@@ -17,7 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="train.py", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Train maskds folds, each validated on its own person-level fold; run it under accelerate:\n"
-        "  accelerate launch --config_file accelerate_configs/cpu.yaml train.py --config configs/demo.yaml "
+        "  accelerate launch -q --config_file accelerate_configs/cpu.yaml train.py --config configs/demo.yaml "
         "cache=demo/cache folds=[0,1]\nPrecision and process count come from the launch config "
         "(accelerate_configs/), everything else from the train config and key=value overrides.",
         epilog="config keys and their defaults (maskds/training/config.py documents each one):\n"

@@ -14,7 +14,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..core import images
 from ..core.errors import UserError
-from ..core.labels import ALL_KNOWN, EXTRA, KNOWN_AGE, KNOWN_BAND, KNOWN_GENDER, KNOWN_MASK, PSEUDO, age_band, encode
+from ..core.labels import (ALL_KNOWN, EXTRA, KNOWN_AGE, KNOWN_BAND, KNOWN_GENDER, KNOWN_INTERVAL, KNOWN_MASK,
+                           PSEUDO, age_band, band_fits, encode)
 from ..data.cache import load_cache
 
 
@@ -28,7 +29,10 @@ def load_train_split(cache: str | Path) -> tuple[datasets.Dataset, dict]:
 
 def _label_columns(table: datasets.Dataset, age_thresholds: Sequence[int]) -> tuple[np.ndarray, ...]:
     """mask, gender, age band, age and KNOWN_* bits of every row (-1 where a label is missing: extra
-    data without it; a pseudo-labelled row has the band in `age_band` and no age)."""
+    data without it). A pseudo-labelled row has a competition band in `age_band` and no age: its
+    interval of years is known (KNOWN_INTERVAL, for numeric age heads) under any `age_thresholds`, the
+    band itself (KNOWN_BAND, for band-based terms) only where the interval fits the training band
+    (`band_fits`); its band index is kept in the class id either way (the interval's)."""
     n = len(table)
     mask = np.asarray(table["mask"], dtype=np.int64)
     gender = np.asarray(table["gender"], dtype=np.int64)
@@ -36,8 +40,10 @@ def _label_columns(table: datasets.Dataset, age_thresholds: Sequence[int]) -> tu
     given = np.asarray(table["age_band"], dtype=np.int64) if "age_band" in table.column_names else np.full(n, -1)
     bands = np.array([age_band(int(a), tuple(age_thresholds)) if a >= 0 else b for a, b in zip(age, given)],
                      dtype=np.int64).reshape(n)
-    known = ((mask >= 0) * KNOWN_MASK + (gender >= 0) * KNOWN_GENDER + (bands >= 0) * KNOWN_BAND
-             + (age >= 0) * KNOWN_AGE)
+    interval = (age < 0) & (given >= 0)
+    fits = np.array([band_fits(int(b), tuple(age_thresholds)) for b in np.maximum(given, 0)], dtype=bool).reshape(n)
+    known = ((mask >= 0) * KNOWN_MASK + (gender >= 0) * KNOWN_GENDER + (age >= 0) * KNOWN_AGE
+             + ((age >= 0) | (interval & fits)) * KNOWN_BAND + interval * KNOWN_INTERVAL)
     if "origin" in table.column_names:
         origin = np.asarray(table["origin"])
         known = known + (origin == "pseudo") * PSEUDO + (origin == "extra") * EXTRA
@@ -89,7 +95,7 @@ class PersonDraw:
         if pick == self.rank[i]:
             return row
         out = row.copy()
-        out[2] &= ~(KNOWN_GENDER | KNOWN_BAND | KNOWN_AGE)
+        out[2] &= ~(KNOWN_GENDER | KNOWN_BAND | KNOWN_AGE | KNOWN_INTERVAL)
         return out
 
 

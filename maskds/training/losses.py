@@ -15,6 +15,7 @@ from ..core.labels import (
     KNOWN_AGE,
     KNOWN_BAND,
     KNOWN_GENDER,
+    KNOWN_INTERVAL,
     KNOWN_MASK,
     PSEUDO,
     EXTRA,
@@ -62,7 +63,8 @@ def weighted_mean(values: torch.Tensor, weights: torch.Tensor | None) -> torch.T
 
 
 def _band_bounds(band: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """[low, high) in years of competition age bands (a pseudo label knows the band, not the age)."""
+    """[low, high) in years of competition age bands (a pseudo label knows the band, not the age): exact
+    under any training thresholds."""
     edges = torch.tensor([0.0, *DEFAULT_AGE_THRESHOLDS, float("inf")], device=band.device)
     return edges[band], edges[band + 1]
 
@@ -136,7 +138,8 @@ def label_weights(known: torch.Tensor | None, pseudo_weight: float,
         return hit.float() * base
 
     return {"mask": has(KNOWN_MASK), "gender": has(KNOWN_GENDER), "band": has(KNOWN_BAND),
-            "age": has(KNOWN_BAND | KNOWN_AGE, every=False), "class": has(KNOWN_MASK | KNOWN_GENDER | KNOWN_BAND)}
+            "age": has(KNOWN_BAND | KNOWN_AGE | KNOWN_INTERVAL, every=False),  # numeric heads: an interval will do
+            "class": has(KNOWN_MASK | KNOWN_GENDER | KNOWN_BAND)}
 
 
 class MaskLoss(nn.Module):

@@ -7,6 +7,9 @@ which generalize better on few persons. Two forward and backward passes per step
 Under DDP the first pass stays local (`no_sync`: each process perturbs by its own gradient, the
 "m-sharpness" of the paper's own implementation) and the second is averaged as usual. BatchNorm's
 running statistics are left alone in the second pass, so they are updated once per step.
+The weights are restored by copying them back, not by subtracting the step: `(p + u) - u` is not `p`
+in float32, and with each process's own `u` the processes' weights (never re-synced by DDP) would
+drift apart.
 Gradient accumulation and fp16 loss scaling are refused by the config checks and `fit`.
 """
 from __future__ import annotations
@@ -43,11 +46,12 @@ def sam_backward(accelerator, model: nn.Module, forward: Callable, loss_fn: nn.M
     norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
     uphill = torch._foreach_mul(grads, rho / (norm + 1e-12))
     with torch.no_grad():
+        saved = [p.detach().clone() for p in params]
         torch._foreach_add_(params, uphill)
     for p in params:
         p.grad = None
     with running_stats_frozen(model):
         accelerator.backward(loss_fn(forward(x), y))
     with torch.no_grad():
-        torch._foreach_sub_(params, uphill)
+        torch._foreach_copy_(params, saved)  # bit-exact, the same on every process
     return loss

@@ -39,7 +39,7 @@ class FoldLoaders:
 def build_model(config: TrainConfig, device: torch.device) -> tuple[nn.Module, FastEma]:
     """The model on `device` and its fp32 EMA, built from the unwrapped model (before any DDP wrap)."""
     model = create_model(config.model, config.head_spec(), config.pretrained, config.pretrained_mapping, config.drop_rate,
-                         config.mean, config.std, config.drop_path_rate)
+                         config.mean, config.std, config.drop_path_rate, config.image_size)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     model = model.to(device)

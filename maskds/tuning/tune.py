@@ -8,6 +8,9 @@ an RDB URL (PostgreSQL, MySQL) or `journal:/shared/tune.log` (Optuna's journal f
 machines; any number of `maskds tune` processes pointed at one storage share the study, and running
 the same command again resumes it. A trial whose process is interrupted is marked failed (its run
 folder is kept); on RDB storages a heartbeat also fails the trials of a process that was killed outright.
+A trial whose values combine into an invalid config (each value is checked alone up front) is failed
+before anything is launched, with the reason in its `invalid` attribute, and does not count toward
+`--trials`.
 """
 from __future__ import annotations
 
@@ -27,10 +30,12 @@ from ..core.labels import HEAD_NAMES
 from ..evaluation import metrics
 from ..evaluation.oof import class_probs, read_oof
 from ..training.config import TrainConfig, load_config, save_config
+from .epochs import EpochReader, most_epochs
 from .space import Param, as_override, describe
 
 ROOT = Path(__file__).resolve().parents[2]
 HEARTBEAT_S = 20  # RDB storages: a trial silent for 3 heartbeats is failed by the next process to start one
+INVALID_IN_A_ROW = 50  # draws of invalid combinations in a row that stop a study (its space has few valid ones)
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,28 @@ class TrialFailed(Exception):
     """train.py exited with an error: the trial is marked failed and the study goes on."""
 
 
+class InvalidTrial(TrialFailed):
+    """The trial's values together make an invalid config: failed before launch, not counted toward --trials."""
+
+
+class Budget:
+    """An Optuna callback that stops this process's study after `n` trials that ran (complete, pruned or
+    failed in train.py); invalid combinations do not count, but INVALID_IN_A_ROW of them in a row stop it."""
+
+    def __init__(self, n: int):
+        self.left, self.invalid_in_a_row, self.last_invalid = n, 0, ""
+
+    def __call__(self, study, trial) -> None:
+        if "invalid" in trial.user_attrs:
+            self.invalid_in_a_row, self.last_invalid = self.invalid_in_a_row + 1, trial.user_attrs["invalid"]
+            if self.invalid_in_a_row >= INVALID_IN_A_ROW:
+                study.stop()
+            return
+        self.invalid_in_a_row, self.left = 0, self.left - 1
+        if self.left <= 0:
+            study.stop()
+
+
 def open_storage(url: str):
     """An Optuna storage from `sqlite:///...` / other RDB URLs (with a heartbeat) or `journal:PATH`."""
     import optuna
@@ -61,12 +88,21 @@ def open_storage(url: str):
     return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=3 * HEARTBEAT_S)
 
 
+def free_port() -> int:
+    """A TCP port free on this machine now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def trial_command(job: TuneJob, overrides: list[str]) -> list[str]:
+    """train.py's command line; under `accelerate launch`, with a free port of its own for the processes
+    to meet on (two studies on one machine would otherwise both take accelerate's default port)."""
     train = str(ROOT / "train.py")
     config = ["--config", job.config] if job.config else []
     if job.launch:
-        return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", job.launch, train, *config,
-                *overrides]
+        return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", job.launch,
+                "--main_process_port", str(free_port()), train, *config, *overrides]
     return [sys.executable, train, *config, *overrides]
 
 
@@ -74,30 +110,6 @@ def trial_overrides(job: TuneJob, params: dict, name: str) -> list[str]:
     """The base overrides, then the trial's values (as YAML), then where its run goes."""
     chosen = [as_override(k, v) for k, v in params.items()]
     return [*job.overrides, *chosen, f"output_dir={job.runs_dir}", f"name={name}", "resume=none", "log_with=none"]
-
-
-class EpochReader:
-    """New epochs of a run as its folds write them: (step, EMA macro F1), step = the fold's place in
-    training order x epochs + epoch, so every trial reports fold k's epoch e at the same step (what the
-    pruner compares) whatever the fold ids and their order."""
-
-    def __init__(self, run_dir: Path, epochs: int):
-        self.run_dir, self.epochs = run_dir, epochs
-        self.seen: dict[Path, int] = {}    # metrics file -> lines reported, in the order folds started
-
-    def new(self) -> list[tuple[int, float]]:
-        out = []
-        started = [p for p in self.run_dir.glob("fold*/metrics.jsonl") if p not in self.seen]
-        for path in sorted(started, key=lambda p: p.stat().st_mtime):  # train.py runs one fold at a time
-            self.seen[path] = 0
-        for place, (path, done) in enumerate(list(self.seen.items())):
-            lines = [ln for ln in path.read_text().splitlines() if ln.strip().endswith("}")]
-            for line in lines[done:]:
-                record = json.loads(line)
-                ema = record["ema"]  # "score": what picks the epoch (older runs: the 18-class macro F1)
-                out.append((place * self.epochs + int(record["epoch"]), float(ema.get("score", ema["macro_f1"]))))
-            self.seen[path] = len(lines)
-        return out
 
 
 def _die_with_parent() -> None:
@@ -128,6 +140,18 @@ def oof_macro_f1(run_dir: Path, heads=HEAD_NAMES) -> float:
     return metrics.selection_score(metrics.scores(oof["truth"].to_numpy(), class_probs(oof).argmax(1)), heads)
 
 
+def trial_config(trial, job: TuneJob, overrides: list[str]) -> TrainConfig:
+    """The trial's config, or InvalidTrial (the reason kept in the trial's `invalid` attribute) when its
+    values together make an invalid one, e.g. head=single with age_head=regression."""
+    try:
+        return load_config(job.config, overrides)
+    except UserError as err:
+        reason = "; ".join(err.problems) if err.problems else str(err)
+        trial.set_user_attr("invalid", reason)
+        show(f"[yellow]trial {trial.number}: not run, its values make an invalid config: {reason}[/]")
+        raise InvalidTrial(reason) from None
+
+
 def run_trial(trial, job: TuneJob) -> float:
     """One training run: report each epoch's EMA F1 (pruning on it), then score it out of fold."""
     import optuna
@@ -136,6 +160,7 @@ def run_trial(trial, job: TuneJob) -> float:
     name = f"{job.study}-trial{trial.number}"
     run_dir = job.runs_dir / name
     overrides = trial_overrides(job, params, name)
+    config = trial_config(trial, job, overrides)
     trial.set_user_attr("run", str(run_dir))
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -145,8 +170,7 @@ def run_trial(trial, job: TuneJob) -> float:
                                 start_new_session=True,  # its own process group: stopped as a whole
                                 preexec_fn=_die_with_parent)
         try:
-            trial_config = load_config(job.config, overrides)
-            reader = EpochReader(run_dir, trial_config.epochs)
+            reader = EpochReader(run_dir, most_epochs(job.config, job.overrides, job.space))
             while True:
                 done = proc.poll() is not None
                 for step, f1 in reader.new():
@@ -161,7 +185,7 @@ def run_trial(trial, job: TuneJob) -> float:
     if proc.returncode != 0:
         raise TrialFailed(f"train.py exited with {proc.returncode}; see {run_dir.parent / f'{name}.log'}")
     try:
-        return oof_macro_f1(run_dir, trial_config.heads)
+        return oof_macro_f1(run_dir, config.heads)
     except UserError as err:
         raise TrialFailed(str(err)) from None
 
@@ -179,16 +203,18 @@ def write_best(job: TuneJob, params: dict, out: Path) -> str:
 
 
 def check_study(study, job: TuneJob) -> None:
-    """A study keeps one space and base config: a resume with others would mix incomparable trials."""
-    mine = {"space": describe(job.space), "base": json.dumps([job.config, job.overrides])}
+    """A study keeps one space and base config (its values: the file may move, not change): a resume with
+    others would mix incomparable trials."""
+    base = load_config(job.config, job.overrides).to_dict()
+    mine = {"space": describe(job.space), "base": json.dumps(base, sort_keys=True)}
     for key, value in mine.items():
         held = study.user_attrs.get(key)
         if held is None:
             study.set_user_attr(key, value)
         elif held != value:
-            what = "search space" if key == "space" else "base config"
+            what = "search space" if key == "space" else "base config (--config file's values and overrides)"
             raise UserError(f"study {job.study!r} was started with another {what}; use the same --space, "
-                            "--config and overrides, or another --study name")
+                            "--config contents and overrides, or another --study name")
 
 
 def summary(study) -> None:
@@ -231,8 +257,12 @@ def tune(config: str | None, overrides: list[str], space: list[Param], trials: i
     finished = (TrialState.COMPLETE, TrialState.PRUNED)
     remaining = trials - len(study.get_trials(deepcopy=False, states=finished))
     if remaining > 0:  # at most `remaining` here; another process on the storage may finish the study first
-        study.optimize(lambda t: run_trial(t, job), n_trials=remaining, catch=(TrialFailed,),
-                       callbacks=[optuna.study.MaxTrialsCallback(trials, states=finished)])
+        budget = Budget(remaining)
+        study.optimize(lambda t: run_trial(t, job), catch=(TrialFailed,),
+                       callbacks=[budget, optuna.study.MaxTrialsCallback(trials, states=finished)])
+        if budget.invalid_in_a_row >= INVALID_IN_A_ROW:
+            raise UserError(f"study {study_name!r}: {INVALID_IN_A_ROW} trials in a row drew values that make no "
+                            f"valid config (last: {budget.last_invalid}); change --space so its values combine")
     summary(study)
     if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         raise UserError(f"study {study_name!r}: no trial has completed yet; see the logs in {job.runs_dir}")
