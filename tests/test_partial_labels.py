@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from maskds.cli import main as maskds
-from maskds.core.labels import (ALL_KNOWN, KNOWN_AGE, KNOWN_BAND, KNOWN_GENDER, KNOWN_INTERVAL, KNOWN_MASK, PSEUDO,
-                                decode)
+from maskds.core.labels import (ALL_KNOWN, EXTRA, KNOWN_AGE, KNOWN_BAND, KNOWN_GENDER, KNOWN_INTERVAL, KNOWN_MASK,
+                                PSEUDO, decode)
 from maskds.core.probabilities import HeadSpec, heads_from_class_probs, to_frame
 from maskds.data.cache import load_cache
 from maskds.training.datasets import class_and_age
@@ -125,15 +125,15 @@ def test_extra_rows_train_every_fold_with_their_missing_labels_missing(tmp_path,
     assert rows["age"] == [-1, 34, 61, -1, 20]
     assert train.select(range(len(plain)))["fold"] == plain["fold"]  # the competition's folds unchanged
     known = class_and_age(train, [30, 60])[len(plain):, 2]
-    assert known.tolist() == [KNOWN_MASK, KNOWN_GENDER | KNOWN_BAND | KNOWN_AGE, KNOWN_BAND | KNOWN_AGE,
-                              KNOWN_MASK | KNOWN_GENDER, ALL_KNOWN]
+    bits = (KNOWN_MASK, KNOWN_GENDER | KNOWN_BAND | KNOWN_AGE, KNOWN_BAND | KNOWN_AGE, KNOWN_MASK | KNOWN_GENDER, ALL_KNOWN)
+    assert known.tolist() == [b | EXTRA for b in bits]  # EXTRA: weighed by extra_weight
 
 
 @pytest.mark.parametrize("line,message", [
     ("imgs/x0.jpg,weared,,", "mask 'weared' is not one of wear, incorrect, not_wear"),
     ("imgs/none.jpg,wear,,", "image 'imgs/none.jpg' not found"),
     ("imgs/x1.jpg,,,", "has no label"),
-    ("imgs/x1.jpg,,,3.5", "age '3.5' is not a whole number"),
+    ("imgs/x1.jpg,,,3.5", "age '3.5' is not whole years"),
     ("imgs/x1.jpg,,other,", "gender 'other' is not one of male, female"),
 ])
 def test_bad_extra_data_is_refused_naming_the_file_and_line(tmp_path, synth_data, capsys, line, message):
