@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from maskds.core.labels import ALL_KNOWN, EXTRA
+from maskds.core.labels import ALL_KNOWN, EXTRA, KNOWN_AGE, KNOWN_GENDER
 from maskds.training.datasets import ExtraDraw, class_and_age, load_train_split
 from maskds.training.losses import MaskLoss
-from maskds.training.setup import extra_pool
+from maskds.training.config import TrainConfig
+from maskds.training.setup import build_loaders, extra_pool
 
 from train_helpers import ACCEL, ROOT, env
 
@@ -56,9 +57,17 @@ def test_the_pool_is_the_extra_rows_after_the_competitions(tmp_path, synth_data)
     origin = np.asarray(table["origin"])[rows]
     assert (origin[:draw.n_fixed] == "train").all() and (origin[draw.n_fixed:] == "extra").all()
     assert len(draw) == draw.n_fixed + 1 and len(draw.members) == 2             # persons p0 and p1
-    assert extra_pool(table, train, 0, seed=0) == (train, None)                  # 0: every extra row every epoch
+    rows0, draw0 = extra_pool(table, train, 0, seed=0)                           # 0: every extra row every epoch
+    assert np.array_equal(rows0, train) and draw0 is None
     known = class_and_age(table, (30, 60))[:, 2]
     assert ((known & EXTRA) != 0).sum() == 4
+    # with person_sampling, the extra photo drawn is the one that keeps its gender and age
+    config = TrainConfig(person_sampling=True, extra_per_epoch=2, num_workers=0, seed=3, augment="none")
+    data = build_loaders(config, table, 0, [32, 24], torch.device("cpu")).train_set
+    for epoch in range(4):
+        data.set_epoch(epoch)
+        for _, row in data.__getitems__([len(data) - 2, len(data) - 1]):
+            assert int(row[2]) & KNOWN_GENDER and int(row[2]) & KNOWN_AGE and int(row[2]) & EXTRA
 
 
 def test_extra_rows_are_weighed_by_extra_weight():

@@ -70,3 +70,15 @@ def test_bad_arguments_name_what_to_do(tmp_path, capsys):
                    "--min-prob", "0.5", "--heads", "hair"]) == 2
     assert "--heads: hair" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_a_head_the_run_did_not_learn_is_refused_and_unlabelled_rows_are_labelled(tmp_path, capsys):
+    run = make_run(tmp_path / "run", heads=("mask", "gender"))
+    data = make_eval_dir(tmp_path / "eval")
+    ids = pd.read_csv(data / "info.csv", dtype=str).ImageID.tolist()
+    (data / "images" / "labels.csv").write_text("image,mask,gender,age\n" + "".join(f"{i},,,\n" for i in ids))
+    args = ["pseudo", "--faces", str(data / "images"), "--run", str(run), "--min-prob", "0.01", "--tta", "none"]
+    assert maskds([*args, str(tmp_path / "o1")]) == 2                       # age: a specialist without it
+    assert "--heads age: run" in capsys.readouterr().err and not (tmp_path / "o1").exists()
+    assert maskds([*args, "--heads", "gender", str(tmp_path / "o2")]) == 0  # rows with no label at all: labelled
+    assert (pd.read_csv(tmp_path / "o2" / "labels.csv", dtype=str, keep_default_na=False).gender != "").all()

@@ -74,7 +74,7 @@ def _read_csv(folder: Path, problems: list[str]) -> pd.DataFrame | None:
     return df
 
 
-def read_extra(folders: list[str | Path]) -> tuple[list[dict], list[str]]:
+def read_extra(folders: list[str | Path], need_label: bool = True) -> tuple[list[dict], list[str]]:
     """(cache rows of every --extra folder, problems): every problem found, each naming the file and line."""
     rows: list[dict] = []
     problems: list[str] = []
@@ -91,7 +91,7 @@ def read_extra(folders: list[str | Path]) -> tuple[list[dict], list[str]]:
             mask = _label(rec.get("mask", "").strip(), MASK_NAMES, where, "mask", problems)
             gender = _label(rec.get("gender", "").strip(), GENDER_NAMES, where, "gender", problems)
             age, band = _age(rec.get("age", "").strip(), where, problems)
-            if not any(rec.get(c, "").strip() for c in ("mask", "gender", "age")):
+            if need_label and not any(rec.get(c, "").strip() for c in ("mask", "gender", "age")):
                 problems.append(f"{where}: {image} has no label (mask, gender and age all empty); drop the row")
             person = rec.get("person", "").strip() or image
             rows.append({"person_id": f"extra{k}:{folder.name}:{person}", "mask": mask, "gender": gender, "race": "",

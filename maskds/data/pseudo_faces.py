@@ -21,7 +21,7 @@ from rich.console import Console
 
 from ..core.errors import UserError
 from ..core.labels import DEFAULT_AGE_THRESHOLDS, GENDER_NAMES, HEAD_NAMES, MASK_NAMES
-from .extra import EXTRA_CSV, check_extra
+from .extra import EXTRA_CSV, read_extra
 from .face_sources import list_images
 
 console = Console(stderr=True)
@@ -33,7 +33,10 @@ COLUMN = {"mask": "mask", "gender": "gender", "age": "age"}
 def read_faces(folder: Path) -> pd.DataFrame:
     """The rows to label: the folder's labels.csv (checked as `--extra` is), or every image with no label."""
     if (folder / EXTRA_CSV).is_file():
-        check_extra([folder])
+        _, problems = read_extra([folder], need_label=False)  # rows without any label are what we label
+        if problems:
+            raise UserError(f"{folder / EXTRA_CSV}: has problems; fix them and run again (nothing was written):",
+                            problems)
         df = pd.read_csv(folder / EXTRA_CSV, dtype=str, keep_default_na=False)
     elif folder.is_dir():
         df = pd.DataFrame({"image": [str(p.relative_to(folder)) for p in list_images(folder)]})
@@ -61,7 +64,7 @@ def guess(df: pd.DataFrame, probs: dict[str, np.ndarray], heads: list[str],
     return df, filled
 
 
-def _predict(run: Path, paths: list[Path], tta: str, batch_size: int) -> dict[str, np.ndarray]:
+def _predict(run: Path, paths: list[Path], tta: str, batch_size: int, heads: list[str]) -> dict[str, np.ndarray]:
     from ..inference.inputs import find_checkpoints
     from ..inference.models import check_heads, load_member, make_accelerator
     from ..inference.predict import predict_runs
@@ -70,6 +73,14 @@ def _predict(run: Path, paths: list[Path], tta: str, batch_size: int) -> dict[st
     accelerator = make_accelerator("auto")
     members = [load_member(0, k, p, accelerator.device) for k, p in find_checkpoints(run, None)]
     check_heads(members)
+    unlearned = sorted({h for m in members for h in heads if h not in m.heads})
+    if unlearned:
+        raise UserError(f"--heads {','.join(unlearned)}: run {run} did not learn that (a specialist); ask for "
+                        f"the heads it learned: {','.join(members[0].heads)}")
+    if "age" in heads and tuple(members[0].spec.age_thresholds) != tuple(DEFAULT_AGE_THRESHOLDS):
+        raise UserError(f"--heads age: run {run} cuts its age bands at {list(members[0].spec.age_thresholds)}, "
+                        f"not the competition's {list(DEFAULT_AGE_THRESHOLDS)}; its bands are not the ranges "
+                        "written here: leave age out of --heads")
     workers = min(16, os.cpu_count() or 1)
     return predict_runs(members, paths, accelerator, batch_size, workers, parse_tta(tta))[0]
 
@@ -86,7 +97,7 @@ def pseudo_faces(folder: str | Path, run: str | Path, out: str | Path, heads: li
     if out.exists():
         raise UserError(f"{out}: already exists; choose another OUT (maskds pseudo never overwrites)")
     df = read_faces(folder)
-    probs = _predict(run, [folder / p for p in df.image], tta, batch_size)
+    probs = _predict(run, [folder / p for p in df.image], tta, batch_size, heads)
     df, filled = guess(df, probs, heads, min_prob)
     labelled = df[(df[["mask", "gender", "age"]] != "").any(axis=1)]
     if labelled.empty:

@@ -69,7 +69,10 @@ def build_loaders(config: TrainConfig, table: datasets.Dataset, fold: int, image
     draw = None
     if config.person_sampling:  # gender and age learn from one image per person and epoch
         train_labels = with_known(train_labels)
-        draw = PersonDraw(np.asarray(table["person_id"])[rows], config.seed)
+        persons = np.asarray(table["person_id"])[rows].astype(object)
+        if extra is not None:  # ExtraDraw already trains one photo per extra person: that one keeps its labels
+            persons[extra.n_fixed:] = [f"\0extra{k}" for k in range(len(rows) - extra.n_fixed)]
+        draw = PersonDraw(persons, config.seed)
     pin = device.type == "cuda"
     if on_device:
         train_set: CachedImages | SampleParams = SampleParams(train_labels[rows], config.augment, config.seed,
