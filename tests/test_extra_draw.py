@@ -104,6 +104,8 @@ for epoch in range(first, last):
     seen[epoch] = sorted(rows)
 if acc.is_main_process:
     print("SEEN " + json.dumps(seen))
+acc.wait_for_everyone()
+acc.state.destroy_process_group()  # gloo torn down at interpreter exit can abort the process (as in infer.py)
 """ % (POOL,)
 
 

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from maskds.cli import main as maskds
-from maskds.core.labels import (ALL_KNOWN, EXTRA, KNOWN_AGE, KNOWN_BAND, KNOWN_GENDER, KNOWN_INTERVAL, KNOWN_MASK,
+from maskds.core.labels import EXTRA as EXTRA_ROW
+from maskds.core.labels import (ALL_KNOWN, KNOWN_AGE, KNOWN_BAND, KNOWN_GENDER, KNOWN_INTERVAL, KNOWN_MASK,
                                 PSEUDO, decode)
 from maskds.core.probabilities import HeadSpec, heads_from_class_probs, to_frame
 from maskds.data.cache import load_cache
@@ -126,7 +127,7 @@ def test_extra_rows_train_every_fold_with_their_missing_labels_missing(tmp_path,
     assert train.select(range(len(plain)))["fold"] == plain["fold"]  # the competition's folds unchanged
     known = class_and_age(train, [30, 60])[len(plain):, 2]
     bits = (KNOWN_MASK, KNOWN_GENDER | KNOWN_BAND | KNOWN_AGE, KNOWN_BAND | KNOWN_AGE, KNOWN_MASK | KNOWN_GENDER, ALL_KNOWN)
-    assert known.tolist() == [b | EXTRA for b in bits]  # EXTRA: weighed by extra_weight
+    assert known.tolist() == [b | EXTRA_ROW for b in bits]  # EXTRA_ROW: weighed by extra_weight
 
 
 @pytest.mark.parametrize("line,message", [
