@@ -22,6 +22,7 @@ import pandas as pd
 
 from ..core.errors import UserError
 from ..core.labels import GENDER_NAMES, MASK_NAMES, age_band
+from .face_sources import parse_age
 
 EXTRA_CSV = "labels.csv"
 COLUMNS = ("image", "mask", "gender", "age", "person")
@@ -42,8 +43,6 @@ def _age(value: str, where: str, problems: list[str]) -> tuple[int, int]:
     import-faces` writes FairFace's) gives the competition band that holds it, or nothing when it spans two."""
     if value == "":
         return -1, -1
-    from .face_sources import parse_age
-
     age = parse_age(value)
     if age is None:
         problems.append(f"{where}: age {value!r} is not whole years in 0..120 or a range like 20-29 "

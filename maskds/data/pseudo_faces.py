@@ -27,7 +27,6 @@ from .face_sources import list_images
 console = Console(stderr=True)
 low, high = DEFAULT_AGE_THRESHOLDS
 AGE_RANGES = (f"0-{low - 1}", f"{low}-{high - 1}", f"{high}-")  # a band as the range of ages it holds
-COLUMN = {"mask": "mask", "gender": "gender", "age": "age"}
 
 
 def read_faces(folder: Path) -> pd.DataFrame:
@@ -58,8 +57,8 @@ def guess(df: pd.DataFrame, probs: dict[str, np.ndarray], heads: list[str],
     filled = {}
     for head in heads:
         p = probs[head]
-        sure = (p.max(axis=1) >= min_prob) & (df[COLUMN[head]].str.strip() == "").to_numpy()
-        df.loc[sure, COLUMN[head]] = [names[head][i] for i in p.argmax(axis=1)[sure]]
+        sure = (p.max(axis=1) >= min_prob) & (df[head].str.strip() == "").to_numpy()
+        df.loc[sure, head] = [names[head][i] for i in p.argmax(axis=1)[sure]]
         filled[head] = int(sure.sum())
     return df, filled
 
