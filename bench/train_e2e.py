@@ -23,6 +23,7 @@ from types import SimpleNamespace
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
+import yaml  # noqa: E402
 
 from maskds.training.config import load_config  # noqa: E402
 
@@ -30,6 +31,16 @@ from common import command, machine  # noqa: E402
 from train_step import bare, batches  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def launch_precision(launch: str) -> str:
+    """The mixed precision train.py ran under: the environment's (as `accelerate launch` passes it on), else
+    the launch config's `mixed_precision`, else accelerate's default, none."""
+    if os.environ.get("ACCELERATE_MIXED_PRECISION"):
+        return os.environ["ACCELERATE_MIXED_PRECISION"]
+    with open(launch) as f:
+        value = yaml.safe_load(f).get("mixed_precision") or "no"
+    return str(value)
 
 
 def run_train(a, out: Path) -> list[dict]:
@@ -64,13 +75,13 @@ def main(argv=None) -> int:
         rows = run_train(a, Path(tmp))
     steady = rows[1:] or rows
     e2e = max(r["images_per_s"] for r in steady)
-    precision = os.environ.get("ACCELERATE_MIXED_PRECISION", "bf16" if torch.cuda.is_available() else "no")
+    precision = launch_precision(a.launch)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     bare_args = SimpleNamespace(model=a.model, batch=a.batch, size=size, device=device, precision=precision,
                                 channels_last=cfg.channels_last, compile=cfg.compile)
     data = batches(a.bare_steps, a.batch, size)
     bare_ips = max(bare(bare_args, data) for _ in range(a.bare_repeats))  # best of: a single short run can read low
-    result = {"train_py_img_s": round(e2e, 1), "bare_img_s": round(bare_ips, 1), "ratio": round(e2e / bare_ips, 3),
+    result = {"precision": precision, "images_on_device": cfg.images_on_device, "train_py_img_s": round(e2e, 1), "bare_img_s": round(bare_ips, 1), "ratio": round(e2e / bare_ips, 3),
               "epoch_images_per_s": [round(r["images_per_s"], 1) for r in rows],
               "epoch_train_seconds": [round(r["seconds"], 2) for r in rows]}
     if a.json:

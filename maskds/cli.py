@@ -68,12 +68,17 @@ def _pseudo(a: argparse.Namespace) -> int:
                             "maskds pseudo --faces DIR --run RUN OUT --min-prob P")
         from .data.pseudo_faces import pseudo_faces
 
-        pseudo_faces(a.faces, a.run, Path(a.paths[0]), [h.strip() for h in a.heads.split(",") if h.strip()],
-                     a.min_prob, a.tta)
+        heads = a.heads if a.heads is not None else "gender,age"
+        pseudo_faces(a.faces, a.run, Path(a.paths[0]), [h.strip() for h in heads.split(",") if h.strip()],
+                     a.min_prob, a.tta if a.tta is not None else "hflip")
         return 0
     if len(a.paths) != 4 or a.run is not None:
         raise UserError("pseudo takes PROBS_CSV DATA/eval CACHE OUT_CACHE (eval images into a cache copy), or "
                         "--faces DIR --run RUN OUT (a folder of faces into an --extra folder)")
+    given = [f"--{k}" for k in ("heads", "tta") if getattr(a, k) is not None]
+    if given:
+        raise UserError(f"pseudo: {' and '.join(given)} only apply with --faces; the PROBS_CSV form takes the "
+                        "probabilities infer.py already wrote (its TTA, the 18-class decision)")
     from .data.pseudo import make_pseudo_cache
 
     probs, data, cache, out = map(Path, a.paths)
@@ -209,9 +214,9 @@ def _add_pseudo(sub) -> None:
                    help="PROBS_CSV DATA/eval CACHE OUT_CACHE, or with --faces the OUT folder")
     s.add_argument("--faces", type=Path, default=None, metavar="DIR", help="a folder of faces to label")
     s.add_argument("--run", type=Path, default=None, metavar="RUN", help="with --faces: the run that labels them")
-    s.add_argument("--heads", default="gender,age", metavar="HEADS",
+    s.add_argument("--heads", default=None, metavar="HEADS",
                    help="with --faces: the heads to guess, comma-separated of mask, gender, age (default gender,age)")
-    s.add_argument("--tta", default="hflip", help="with --faces: test-time augmentation as infer.py's (default hflip)")
+    s.add_argument("--tta", default=None, help="with --faces: test-time augmentation as infer.py's (default hflip)")
     s.add_argument("--min-prob", type=float, required=True, metavar="P",
                    help="least class probability an image needs, in (0, 1] (e.g. 0.9)")
     s.set_defaults(func=_pseudo)

@@ -29,3 +29,18 @@ def test_the_suffix_is_kept_for_format_sniffing_writers(tmp_path):
         assert tmp.suffix == ".png" and tmp.parent == tmp_path
         tmp.write_bytes(b"x")
     assert (tmp_path / "c.png").exists()
+
+
+def test_a_temporary_folder_gets_the_mode_a_plain_mkdir_would_not_mkdtemps_private_one(tmp_path):
+    import os
+    import stat
+
+    from maskds.core.atomic import temp_dir
+
+    old = os.umask(0o022)
+    try:
+        work = temp_dir(tmp_path / "deep" / "out", "writing")
+    finally:
+        os.umask(old)
+    assert work.parent == tmp_path / "deep" and work.name.startswith(".out.writing-") and not any(work.iterdir())
+    assert stat.S_IMODE(work.stat().st_mode) == 0o755  # mkdtemp alone: 0o700, kept by the rename to OUT

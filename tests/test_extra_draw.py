@@ -131,3 +131,12 @@ def test_one_and_two_processes_and_a_resume_train_on_the_same_drawn_rows(tiny_ca
     for epoch in range(3):  # 18 samples, batches of 3: nothing dropped, nothing padded, on 1 or 2 processes
         assert one[epoch] == sorted([*range(15), *draw.drawn(epoch).tolist()])
     assert two == one and resumed[2] == one[2]
+
+
+def test_extra_per_epoch_on_a_cache_without_extra_rows_is_said_not_silently_ignored(tiny_cache, tmp_path, synth_data):
+    from maskds.training.fit import extra_unused
+
+    table, _ = load_train_split(tiny_cache)
+    note = extra_unused(TrainConfig(cache=str(tiny_cache), extra_per_epoch=8), table)
+    assert note is not None and "extra_per_epoch=8" in note and "--extra" in note
+    assert extra_unused(TrainConfig(cache=str(tiny_cache), extra_per_epoch=0), table) is None

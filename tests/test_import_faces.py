@@ -146,3 +146,29 @@ def test_a_folder_without_labels_imports_every_face_with_only_its_mask_state_and
     df = labels(tmp_path / "out")
     assert len(df) == 2 and (df["mask"] == "not_wear").all() and (df.gender == "").all() and (df.age == "").all()
     assert Image.open(png).size == (2 * 96, 128 + 14)  # one photo per person: in a row
+
+
+def test_the_import_is_world_readable_like_a_plain_folder_not_private_to_the_writer(tmp_path):
+    import os
+    import stat
+
+    src = tmp_path / "utk"
+    face(src / "25_0_0_20170109150557335.jpg.chip.jpg")
+    old = os.umask(0o022)
+    try:
+        assert maskds(["import-faces", str(src), str(tmp_path / "out"), "--format", "utkface", "--num-proc", "1"]) == 0
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "out").stat().st_mode) == 0o755
+
+
+@pytest.mark.parametrize("preview, why", [("grid.jpg", "name a .png file"), ("adir.png", "is a folder")])
+def test_a_bad_preview_is_refused_before_the_import_runs(tmp_path, capsys, preview, why):
+    src = tmp_path / "utk"
+    face(src / "25_0_0_20170109150557335.jpg.chip.jpg")
+    (tmp_path / "adir.png").mkdir()
+    out = tmp_path / "out"
+    assert maskds(["import-faces", str(src), str(out), "--format", "utkface", "--num-proc", "1",
+                   "--preview", str(tmp_path / preview)]) == 2
+    err = capsys.readouterr().err
+    assert "--preview" in err and why in err and not out.exists()

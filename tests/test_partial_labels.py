@@ -136,6 +136,8 @@ def test_extra_rows_train_every_fold_with_their_missing_labels_missing(tmp_path,
     ("imgs/x1.jpg,,,", "has no label"),
     ("imgs/x1.jpg,,,3.5", "age '3.5' is not whole years"),
     ("imgs/x1.jpg,,other,", "gender 'other' is not one of male, female"),
+    ("../extra/imgs/x1.jpg,wear,,", "is not a path inside"),       # exists, but outside the folder: never
+    ("/etc/hostname,wear,,", "is not a path inside"),               # read (pseudo --faces copies these paths)
 ])
 def test_bad_extra_data_is_refused_naming_the_file_and_line(tmp_path, synth_data, capsys, line, message):
     extra = make_extra(tmp_path / "extra", synth_data)
@@ -165,6 +167,14 @@ def test_pseudo_adds_the_confident_eval_images_to_a_copy(tmp_path, synth_data, t
     pseudo_known = KNOWN_MASK | KNOWN_GENDER | KNOWN_BAND | KNOWN_INTERVAL | PSEUDO
     assert (class_and_age(train, [30, 60])[len(plain):, 2] == pseudo_known).all()
     assert meta["args"]["pseudo"]["min_prob"] == 0.9
+
+
+def test_pseudo_from_probabilities_refuses_the_options_of_the_faces_form(tmp_path, synth_data, tiny_cache, capsys):
+    write_probs(tmp_path / "p.csv", synth_data / "eval")
+    out = tmp_path / "pseudo"
+    assert maskds(["pseudo", str(tmp_path / "p.csv"), str(synth_data / "eval"), str(tiny_cache), str(out),
+                   "--min-prob", "0.9", "--heads", "gender", "--tta", "hflip"]) == 2
+    assert "--heads and --tta only apply with --faces" in capsys.readouterr().err and not out.exists()
 
 
 @pytest.mark.parametrize("min_prob", ["0", "1.5", "-0.2"])

@@ -22,3 +22,19 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def temp_dir(target: str | Path, tag: str) -> Path:
+    """A new empty folder beside `target` (`.NAME.TAG-XXXX`), to be renamed to `target` once whole.
+
+    `tempfile.mkdtemp` makes it private (0700), a mode the rename would carry over to the finished
+    folder; it gets the mode a plain `mkdir` would (0777 less the umask)."""
+    import tempfile
+
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{target.name}.{tag}-", dir=target.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(work, 0o777 & ~umask)
+    return work

@@ -5,7 +5,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import datasets
 from rich.console import Console
 from rich.progress import Progress
 
+from ..core.atomic import temp_dir
 from ..core.faces import CROP_METHODS, MARGIN
 from ..core.errors import UserError
 from .corrections import apply_corrections, load_corrections
@@ -140,8 +140,7 @@ def _write(data: Path, cache: Path, train_rows: list[dict], eval_rows: list[dict
            size_hw: tuple[int, int], num_proc: int, meta: dict, extra_rows: list[dict] = ()) -> float:
     """Build the DatasetDict beside CACHE under a temporary name, then rename it; returns seconds spent.
     With a face crop (`meta` args), the detection counts and the photos that fell back go into `meta`."""
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{cache.name}.building-", dir=cache.parent))
+    work = temp_dir(cache, "building")
     bars = datasets.is_progress_bar_enabled()
     datasets.disable_progress_bars()  # ours is the rich bar
     start = time.perf_counter()

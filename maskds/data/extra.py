@@ -84,6 +84,10 @@ def read_extra(folders: list[str | Path], need_label: bool = True) -> tuple[list
         for line, rec in enumerate(df.to_dict("records"), start=2):
             where = f"{folder / EXTRA_CSV} line {line}"
             image = rec["image"].strip()
+            if image and (Path(image).is_absolute() or ".." in Path(image).parts):
+                problems.append(f"{where}: image {image!r} is not a path inside {folder}; name it relative to "
+                                "the folder (no leading /, no ..)")
+                continue
             if not image or not (folder / image).is_file():
                 problems.append(f"{where}: image {image!r} not found under {folder}")
                 continue

@@ -7,7 +7,6 @@ import csv
 import os
 import shutil
 import signal
-import tempfile
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
@@ -16,6 +15,7 @@ import numpy as np
 from PIL import Image
 from rich.console import Console
 
+from ..core.atomic import atomic_path, temp_dir
 from ..core import images
 from ..core.errors import UserError
 from ..core.labels import MASK_NAMES
@@ -96,6 +96,19 @@ def _select(faces: list[FaceRecord], min_age: int, limit: int | None, seed: int)
     return faces
 
 
+def _check_preview(png: Path) -> None:
+    """--preview is checked before the import runs, not after minutes of it."""
+    if png.suffix.lower() != ".png":
+        raise UserError(f"--preview {png}: name a .png file")
+    if png.is_dir():
+        raise UserError(f"--preview {png}: is a folder; name a .png file")
+    parent = png.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"--preview {png}: cannot write under {parent}; choose a writable place")
+
+
 def _check(src: Path, out: Path, opt: ImportOptions, min_age: int, limit: int | None) -> None:
     if opt.frame not in FRAMES:
         raise UserError(f"--frame must be one of {', '.join(FRAMES)}, got {opt.frame!r}")
@@ -119,6 +132,8 @@ def import_faces(src: str | Path, out: str | Path, fmt: str, cols: CsvColumns | 
     in OUT/skipped.txt. Returns OUT."""
     src, out = Path(src), Path(out)
     _check(src, out, opt, min_age, limit)
+    if preview is not None:
+        _check_preview(Path(preview))
     problems: list[str] = []
     faces = read_source(src, fmt, cols or CsvColumns(), problems)
     if problems:
@@ -127,8 +142,7 @@ def import_faces(src: str | Path, out: str | Path, fmt: str, cols: CsvColumns | 
     faces = _select(faces, min_age, limit, opt.seed)
     if not faces:
         raise UserError(f"{src}: no face is at least --min-age {min_age} years old; nothing was written")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.importing-", dir=out.parent))
+    work = temp_dir(out, "importing")
     try:
         (work / "images").mkdir()
         rows, skipped = _write_all(faces, opt, work, num_proc or os.cpu_count() or 1, problems)
@@ -207,7 +221,7 @@ def write_preview(folder: Path, png: Path, persons: int = 6, thumb: tuple[int, i
             x, y = c * thumb[0], r * (thumb[1] + 14)
             grid.paste(images.open_rgb(folder / rec["image"]).resize(thumb), (x, y))
             d.text((x + 2, y + thumb[1]), f"{rec['mask'] or '?'} {rec['gender'][:1]} {rec['age']}", fill="black")
-    png.parent.mkdir(parents=True, exist_ok=True)
-    grid.save(png)
+    with atomic_path(png, suffix=".png") as tmp:
+        grid.save(tmp)
     console.print(f"preview: {png}")
     return png

@@ -18,12 +18,12 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import datasets
 import numpy as np
 
+from ..core.atomic import temp_dir
 from ..core.errors import UserError
 from ..core.labels import decode
 from .cache import (
@@ -104,8 +104,7 @@ def make_pseudo_cache(probs: str | Path, data: str | Path, cache: str | Path, ou
     new_meta = {**meta, "args": args, "counts": {**meta["counts"], "pseudo_images": len(rows)},
                 "pseudo": {"probs": str(probs.resolve()), "data": str(data.resolve()),
                            "from_cache": str(cache.resolve())}}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
+    work = temp_dir(out, "building")
     bars = datasets.is_progress_bar_enabled()
     datasets.disable_progress_bars()
     try:

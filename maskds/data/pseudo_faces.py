@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from rich.console import Console
 
+from ..core.atomic import temp_dir
 from ..core.errors import UserError
 from ..core.labels import DEFAULT_AGE_THRESHOLDS, GENDER_NAMES, HEAD_NAMES, MASK_NAMES
 from .extra import EXTRA_CSV, read_extra
@@ -108,8 +108,7 @@ def pseudo_faces(folder: str | Path, run: str | Path, out: str | Path, heads: li
 
 
 def _write(folder: Path, out: Path, df: pd.DataFrame) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.writing-", dir=out.parent))
+    work = temp_dir(out, "writing")
     try:
         for rel in df.image:
             (work / rel).parent.mkdir(parents=True, exist_ok=True)

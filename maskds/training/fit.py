@@ -126,6 +126,8 @@ def run(config: TrainConfig) -> None:
     data = TrainData(table, cache_size, cache_id(meta), on_device, cache_crop(meta))
     if processes.is_main_process and (note := crop_mismatch(config, meta)):
         show(f"[yellow]{note}[/]")
+    if processes.is_main_process and (note := extra_unused(config, table)):
+        show(f"[yellow]{note}[/]")
     for fold, fold_dir, state in plan:
         train_fold(config, data, fold, fold_dir, state)
     processes.wait_for_everyone()
@@ -175,6 +177,16 @@ def fit_decision(run: Path, config: TrainConfig) -> None:
     show(f"tuned decision ({rule}) -> {path}: out-of-fold macro F1 {before['macro_f1']:.4f} -> "
          f"{after['macro_f1']:.4f} over {oof['fold'].nunique()} fold(s) (fitted there: judge it held out; "
          "infer.py applies it, --no-tuned-decision does not)")
+
+
+def extra_unused(config: TrainConfig, table) -> str | None:
+    """The warning when `extra_per_epoch` asks for extra persons the cache does not hold (built without --extra)."""
+    if config.extra_per_epoch <= 0:
+        return None
+    if "origin" in table.column_names and "extra" in set(table["origin"]):
+        return None
+    return (f"extra_per_epoch={config.extra_per_epoch}: the cache {config.cache} holds no --extra rows, so every "
+            "epoch trains the competition's rows only; build it with `maskds build ... --extra DIR`")
 
 
 def resolve_device_images(config: TrainConfig, processes: PartialState, n_images: int, image_size: list[int]) -> bool:
