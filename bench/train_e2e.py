@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
+from maskds.core.distributed import cpu_precision  # noqa: E402
 from maskds.training.config import load_config  # noqa: E402
 
 from common import command, machine  # noqa: E402
@@ -77,6 +78,8 @@ def main(argv=None) -> int:
     e2e = max(r["images_per_s"] for r in steady)
     precision = launch_precision(a.launch)
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        precision = cpu_precision(precision)[0] or precision  # train.py's fp32 where bf16 would be emulated
     bare_args = SimpleNamespace(model=a.model, batch=a.batch, size=size, device=device, precision=precision,
                                 channels_last=cfg.channels_last, compile=cfg.compile)
     data = batches(a.bare_steps, a.batch, size)

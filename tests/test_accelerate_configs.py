@@ -54,3 +54,21 @@ def test_a_config_error_under_a_quiet_single_process_launch_reads_as_one_line():
                        cwd=ROOT, env=env(), capture_output=True, text=True, timeout=120)
     assert r.returncode != 0
     assert (r.stdout + r.stderr).strip() == "error: override: lr: expected float, got 'fast' (str)", r.stderr
+
+
+@pytest.mark.parametrize("flags, asked, expected", [
+    ("fpu avx512f avx512_bf16 avx512_vnni", "bf16", None),      # native: bf16 as the launch config says
+    ("fpu avx512f amx_bf16 amx_tile", "bf16", None),
+    ("fpu avx2 avx512f avx512bw", "bf16", "no"),                 # emulated by oneDNN: fp32 instead, said
+    ("fpu avx2", "no", None),
+    ("fpu avx2", None, None),
+])
+def test_cpu_bf16_only_where_the_cpu_computes_it_in_hardware(tmp_path, flags, asked, expected):
+    from maskds.core.distributed import cpu_precision
+
+    info = tmp_path / "cpuinfo"
+    info.write_text(f"processor\t: 0\nflags\t\t: {flags}\n\nprocessor\t: 1\nflags\t\t: {flags}\n")
+    precision, note = cpu_precision(asked, str(info))
+    assert precision == expected
+    assert (note is not None) == (expected == "no") and (note is None or "training in fp32" in note)
+    assert cpu_precision("bf16", str(tmp_path / "absent"))[0] == "no"  # no cpuinfo to read: fp32, the safe side

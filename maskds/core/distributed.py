@@ -24,6 +24,26 @@ def use_cpu() -> bool:
     return not (torch.cuda.is_available() or is_mps_available() or is_xpu_available() or is_npu_available())
 
 
+def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX): there bf16 autocast trains faster than
+    fp32; elsewhere oneDNN emulates it, slower than fp32. Read from Linux's cpuinfo flags; False where absent."""
+    try:
+        with open(cpuinfo) as f:
+            flags = {w for line in f if line.startswith("flags") for w in line.split()}
+    except OSError:
+        return False
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def cpu_precision(requested: str | None, cpuinfo: str = "/proc/cpuinfo") -> tuple[str | None, str | None]:
+    """(mixed precision for `Accelerator`, note to show) on the CPU: bf16 as asked where the CPU has it natively,
+    fp32 where it would be emulated (with a note saying so); None: accelerate's own choice from the launch config."""
+    if requested == "bf16" and not cpu_has_native_bf16(cpuinfo):
+        return "no", ("mixed_precision bf16: this CPU has no native bf16 (no avx512_bf16 or amx_bf16 flag), where "
+                      "bf16 is emulated and slower than fp32: training in fp32")
+    return None, None
+
+
 class PeerFailed(RuntimeError):
     """Another process failed in a step every process takes together; this one leaves too."""
 

@@ -1,6 +1,7 @@
 """The fold loop `train.py` runs: checks first, then for each fold train, validate, record, save state, resume."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from accelerate.utils import ProjectConfiguration, broadcast_object_list, set_se
 from rich.markup import escape
 
 from ..core.console import show
-from ..core.distributed import on_main, use_cpu
+from ..core.distributed import cpu_precision, on_main, use_cpu
 from ..core.errors import UserError
 from ..core.probabilities import Probs
 from ..data.cache import TRAIN_ONLY_FOLD, cache_crop, cache_id
@@ -99,9 +100,15 @@ def check_state_layout(state: Path) -> None:
 
 
 def make_accelerator(config: TrainConfig, fold_dir: Path) -> Accelerator:
-    """Accelerator for one fold: accumulation from the config, precision from the launch config."""
+    """Accelerator for one fold: accumulation from the config, precision from the launch config (on a CPU
+    without native bf16, fp32 instead of bf16: `cpu_precision`)."""
+    cpu = use_cpu()
+    precision, note = cpu_precision(os.environ.get("ACCELERATE_MIXED_PRECISION")) if cpu else (None, None)
+    if note and PartialState(cpu=cpu).is_main_process:
+        show(f"[yellow]{note}[/]")
     return Accelerator(
-        cpu=use_cpu(),
+        cpu=cpu,
+        mixed_precision=precision,
         gradient_accumulation_steps=config.grad_accum_steps,
         log_with=None if config.log_with == "none" else config.log_with,
         # Trackers log under fold<k>/tensorboard/<name>-fold<k> (the project name also names wandb/mlflow runs).
