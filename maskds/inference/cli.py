@@ -55,7 +55,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help=f"test-time augmentation, averaged: a preset ({presets}) or comma-separated views "
                    f"of {', '.join(VIEWS)} (zoom/shrink: 1.1x / 0.9x about the centre)")
     p.add_argument("--folds", type=int, nargs="+", default=None, metavar="K",
-                   help="only these folds of each run (default: every fold<k> found)")
+                   help="only these folds of each run (default: every fold<k>, and full/ from folds=full)")
     p.add_argument("--decision", type=Path, default=None, metavar="JSON",
                    help="a tuned decision (class weights, or a regression age head's band cuts) to apply; "
                    "default: the run's decision.json when "

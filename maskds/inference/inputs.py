@@ -7,12 +7,14 @@ import pandas as pd
 from PIL import Image
 
 from ..core.errors import UserError
+from ..training.config import FULL_DIR, FULL_FOLD
 
 SHOW = 10  # problems listed by name before "and N more"
 
 
 def find_checkpoints(run: Path, folds: list[int] | None) -> list[tuple[int, Path]]:
-    """(fold, best.safetensors) pairs of a run folder: every `fold<k>/` or only the folds named."""
+    """(fold, best.safetensors) pairs of a run folder: every `fold<k>/` and `full/` (folds=full, fold id
+    FULL_FOLD), or only the folds named."""
     if not run.is_dir():
         raise UserError(f"run folder {run} does not exist; pass --run runs/<name> as written by train.py")
     found = {}
@@ -20,8 +22,10 @@ def find_checkpoints(run: Path, folds: list[int] | None) -> list[tuple[int, Path
         suffix = p.parent.name[len("fold"):]
         if suffix.isdigit():
             found[int(suffix)] = p
+    if (run / FULL_DIR / "best.safetensors").is_file():
+        found[FULL_FOLD] = run / FULL_DIR / "best.safetensors"
     if not found:
-        raise UserError(f"run folder {run} holds no fold<k>/best.safetensors; train it first "
+        raise UserError(f"run folder {run} holds no fold<k>/ or full/ best.safetensors; train it first "
                         "(accelerate launch train.py ...) or pass the run's own folder")
     if folds is None:
         return sorted(found.items())

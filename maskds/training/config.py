@@ -16,6 +16,19 @@ from ..core.labels import HEAD_NAMES
 from ..core.probabilities import AGE_HEADS, HEAD_TYPES, HeadSpec
 from .config_checks import heads_problems, menu_problems
 
+FULL_FOLD = -2        # folds=full: the one "fold" that trains on every person and validates on none
+FULL_DIR = "full"     # its folder in the run, beside (or instead of) fold<k>/
+
+
+def fold_dir_name(fold: int) -> str:
+    """A fold's folder name in its run: fold<k>, or `full` for folds=full."""
+    return FULL_DIR if fold == FULL_FOLD else f"fold{fold}"
+
+
+def fold_label(fold: int) -> str:
+    """How progress lines name a fold: "fold k", or "full" (folds=full)."""
+    return FULL_DIR if fold == FULL_FOLD else f"fold {fold}"
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -30,7 +43,9 @@ class TrainConfig:
     face_margin: float = 0.15                 # with face_crop fixed | mtcnn: its `--face-margin`
     output_dir: str = "runs"
     name: str = "run"                         # run folder = output_dir/name
-    folds: Union[str, list[int]] = "all"      # "all" or a list of fold ids, e.g. [0, 2]
+    folds: Union[str, list[int]] = "all"      # "all", a list of fold ids, e.g. [0, 2], or "full": one model on
+                                              # every person (no validation; the last epoch's EMA weights), in
+                                              # <run>/full/, voted by infer.py like a fold
     resume: str = "none"                      # none | auto | path of a fold's state/ folder
     # model
     model: str = "tf_efficientnet_lite0"      # any timm.create_model name
@@ -142,6 +157,8 @@ class TrainConfig:
         """The folds to run, checked against those the cache has."""
         if self.folds == "all":
             return sorted(available)
+        if self.folds == "full":
+            return [FULL_FOLD]
         missing = [k for k in self.folds if k not in available]
         if missing:
             raise UserError(f"folds: fold(s) {missing} are not in the cache (it has {sorted(available)})")
@@ -194,8 +211,15 @@ def _check_values(c: TrainConfig) -> None:
         problems.append(f"age_head: must be one of {list(AGE_HEADS)}, got {c.age_head!r}")
     elif c.age_head != "bands" and c.head != "multihead":
         problems.append(f"age_head: {c.age_head!r} needs head=multihead (head=single is one 18-way softmax)")
-    if isinstance(c.folds, str) and c.folds != "all":
-        problems.append(f"folds: must be 'all' or a list of fold ids like [0, 2], got {c.folds!r}")
+    if isinstance(c.folds, str) and c.folds not in ("all", "full"):
+        problems.append(f"folds: must be 'all', 'full' or a list of fold ids like [0, 2], got {c.folds!r}")
+    if c.folds == "full" and c.tune_decision != "none":
+        problems.append(f"tune_decision: {c.tune_decision!r} is fitted on out-of-fold predictions, which folds=full "
+                        "(no validation fold) has none of: set tune_decision=none (infer.py --decision FILE applies "
+                        "one fitted on a cross-validated run)")
+    if c.folds == "full" and c.scheduler == "plateau":
+        problems.append("scheduler: plateau follows the validation F1, which folds=full (no validation fold) has "
+                        "none of: choose another scheduler")
     if isinstance(c.folds, list) and (not c.folds or len(set(c.folds)) != len(c.folds) or min(c.folds) < 0):
         problems.append(f"folds: must list distinct fold ids >= 0, like [0, 2], got {c.folds!r}")
     if c.image_size is not None and (len(c.image_size) != 2 or min(c.image_size) < 8):

@@ -25,7 +25,9 @@ def plot_curves(metrics_file: str | Path, out: str | Path) -> Path:
             loss_ax.plot([e for e, _ in scored], [s["loss"] for _, s in scored], style, label=f"val {which}")
             f1_ax.plot([e for e, _ in scored], [s["macro_f1"] for _, s in scored], style,
                        label=f"{which} macro F1 (18)")
-    f1_ax.plot(epochs, [r["ema"]["age_f1"] for r in rows], ":", label="EMA age F1")
+    aged = [(e, r["ema"]["age_f1"]) for e, r in zip(epochs, rows) if r.get("ema")]  # folds=full: no validation
+    if aged:
+        f1_ax.plot([e for e, _ in aged], [f for _, f in aged], ":", label="EMA age F1")
     best = [r for r in rows if r.get("best")]
     if best:
         f1_ax.axvline(best[-1]["epoch"] + 1, color="grey", lw=0.8, label="best (saved)")

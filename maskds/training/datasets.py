@@ -17,6 +17,7 @@ from ..core.errors import UserError
 from ..core.labels import (ALL_KNOWN, EXTRA, KNOWN_AGE, KNOWN_BAND, KNOWN_GENDER, KNOWN_INTERVAL, KNOWN_MASK,
                            PSEUDO, age_band, band_fits, encode)
 from ..data.cache import load_cache
+from .config import FULL_FOLD
 
 
 def load_train_split(cache: str | Path) -> tuple[datasets.Dataset, dict]:
@@ -137,13 +138,16 @@ class FoldSplit:
 
 
 def fold_split(table: datasets.Dataset, fold: int, drop_ages: Sequence[int] = ()) -> FoldSplit:
-    """Validate on fold `fold`, train on the others; `drop_ages` leave training only (never validation).
+    """Validate on fold `fold`, train on the others (FULL_FOLD: train on every row, validate on none); `drop_ages`
+    leave training only (never validation).
     Rows of fold -1 (extra data, pseudo labels: `data.cache.TRAIN_ONLY_FOLD`) are in every fold's training set."""
     folds = np.asarray(table["fold"], dtype=np.int64)
     ages = np.asarray(table["age"], dtype=np.int64)
-    val = np.flatnonzero(folds == fold)
+    val = np.flatnonzero(folds == fold)  # FULL_FOLD (folds=full): no row, every row trains
     keep = (folds != fold) & ~np.isin(ages, np.asarray(list(drop_ages), dtype=np.int64))
     train = np.flatnonzero(keep)
+    if fold == FULL_FOLD and len(train):
+        return FoldSplit(train=train, val=val)
     if len(val) == 0 or len(train) == 0:
         raise UserError(f"fold {fold}: {len(train)} training and {len(val)} validation images; check folds/drop_ages")
     return FoldSplit(train=train, val=val)

@@ -22,7 +22,7 @@ from ..data.cache import TRAIN_ONLY_FOLD, cache_crop, cache_id
 from ..evaluation.metrics import selection_score
 from ..evaluation.oof import read_oof, tune_decision
 from .checkpoint import resolved_metadata, resume_dir, save_state_atomic
-from .config import TrainConfig
+from .config import TrainConfig, fold_dir_name, fold_label
 from .datasets import load_train_split
 from .device_images import use_device_images
 from .engine import StepOptions, train_one_epoch, validate
@@ -85,7 +85,7 @@ def plan_folds(config: TrainConfig, available: list[int]) -> list[tuple[int, Pat
     run_dir = Path(config.output_dir) / config.name
     plan = []
     for k in folds:
-        fold_dir = run_dir / f"fold{k}"
+        fold_dir = run_dir / fold_dir_name(k)
         check_fold_dir(fold_dir, config.resume, config)
         plan.append((k, fold_dir, resume_dir(config.resume, fold_dir)))
     return plan
@@ -267,9 +267,13 @@ def run_epoch(accelerator, state: FoldState, loaders: FoldLoaders, loss_fn: Mask
     options = StepOptions(grad_clip=config.grad_clip, max_batches=loaders.batches, channels_last=config.channels_last,
                           log_every=max(1, min(20, loaders.batches // 10)), sam_rho=config.sam_rho,
                           mix=MixOptions(config.mixup_alpha, config.cutmix_alpha, config.mix_prob), seed=config.seed)
-    with train_progress(accelerator.is_main_process, f"fold {fold} epoch {epoch + 1}/{config.epochs}", loaders.batches,
+    with train_progress(accelerator.is_main_process, f"{fold_label(fold)} epoch {epoch + 1}/{config.epochs}", loaders.batches,
                         config.batch_size * accelerator.num_processes) as on_progress:
         result = train_one_epoch(accelerator, state, loss_fn, loaders.train, options, on_progress)
+    if loaders.val is None:  # folds=full: nothing to validate; the last epoch's EMA weights are the checkpoint
+        best = epoch == config.epochs - 1
+        state.progress.epoch = epoch + 1
+        return epoch_record(epoch, result, None, None, best, state), None
     raw, ema, ema_probs = validate(accelerator, state, loaders.val, config.head_spec(), loss_fn, config.channels_last,
                                    raw=config.validate_raw)
     ema["score"] = selection_score(ema, config.heads)  # 18-class macro F1; a specialist's: its heads' mean F1

@@ -9,6 +9,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ..core.console import console
+from .config import fold_label
 
 SCORE_KEYS = (("loss", "loss"), ("macro_f1", "F1 (18)"), ("mask_f1", "mask F1"),
               ("gender_f1", "gender F1"), ("age_f1", "age F1"), ("accuracy", "accuracy"))
@@ -43,7 +44,7 @@ def epoch_table(fold: int, epochs: int, record: dict) -> Table:
 
     `record` is a metrics.jsonl line (`records.epoch_record`).
     """
-    title = (f"fold {fold}  epoch {record['epoch'] + 1}/{epochs}  train loss {record['train_loss']:.4f}  "
+    title = (f"{fold_label(fold)}  epoch {record['epoch'] + 1}/{epochs}  train loss {record['train_loss']:.4f}  "
              f"{record['images_per_s']:.0f} img/s")
     table = Table(title=title + ("  [green]new best (EMA F1)[/]" if record["best"] else ""), title_justify="left")
     table.add_column("weights")

@@ -78,14 +78,15 @@ class FoldFiles:
             save_config(self.config, self.fold_dir / "config.yaml")
         keep_metrics_before(self.metrics, epochs_done)
 
-    def write_epoch(self, record: dict, ema_state: dict[str, torch.Tensor], ema_probs: Probs) -> None:
+    def write_epoch(self, record: dict, ema_state: dict[str, torch.Tensor], ema_probs: Probs | None) -> None:
         """When the epoch is the best by EMA 18-class macro F1 (a specialist: its heads' mean F1): its
         checkpoint (EMA weights) and its out-of-fold predictions (oof.csv); then the metrics line and
         curves.png (a picture that cannot be drawn never stops training)."""
         if record["best"]:
             info = {"fold": self.fold, "epoch": record["epoch"], "metrics": record["ema"]}
             save_best(self.fold_dir / "best.safetensors", ema_state, self.config, self.resolved, info)
-            self.write_oof(ema_probs)
+            if ema_probs is not None:  # folds=full validates nothing: no out-of-fold predictions
+                self.write_oof(ema_probs)
         with open(self.metrics, "a") as f:
             f.write(json.dumps(record) + "\n")
         try:

@@ -30,10 +30,10 @@ class FoldLoaders:
     ship indices and augmentation parameters; `build_fold` wraps them into `DeviceBatches`."""
     train_set: CachedImages | SampleParams
     train: DataLoader | DeviceBatches
-    val: DataLoader | DeviceBatches
-    val_rows: np.ndarray   # cache rows of the validation images, in validation order
+    val: DataLoader | DeviceBatches | None   # None: folds=full, nothing to validate
+    val_rows: np.ndarray   # cache rows of the validation images, in validation order (folds=full: none)
     batches: int = 0   # training batches per process and epoch (after limit_train_batches)
-    device_images: tuple[torch.Tensor, torch.Tensor] | None = None
+    device_images: tuple[torch.Tensor, torch.Tensor | None] | None = None
 
 
 def build_model(config: TrainConfig, device: torch.device) -> tuple[nn.Module, FastEma]:
@@ -79,15 +79,14 @@ def build_loaders(config: TrainConfig, table: datasets.Dataset, fold: int, image
                                                               draw, extra)
         val_set: CachedImages | SampleParams = SampleParams(val_labels[split.val], None)
         images = (decode_to_device(table, rows, image_size, device),
-                  decode_to_device(table, split.val, image_size, device))
+                  decode_to_device(table, split.val, image_size, device) if len(split.val) else None)
     else:
         train_set = CachedImages(table, rows, train_labels, train_transform(image_size, config.augment),
                                  seed=config.seed, person_draw=draw, extra_draw=extra)
         val_set = CachedImages(table, split.val, val_labels, eval_transform(image_size), seed=None)
         images = None
-    return FoldLoaders(train_set,
-                       make_loader(train_set, config.batch_size, True, config.num_workers, pin),
-                       make_loader(val_set, config.batch_size * 2, False, config.num_workers, pin),
+    val = make_loader(val_set, config.batch_size * 2, False, config.num_workers, pin) if len(split.val) else None
+    return FoldLoaders(train_set, make_loader(train_set, config.batch_size, True, config.num_workers, pin), val,
                        val_rows=split.val, device_images=images)
 
 
@@ -116,15 +115,20 @@ def build_fold(config: TrainConfig, accelerator, model: nn.Module, ema: FastEma,
     optimizer = create_optimizer_v2(model, opt=config.optimizer, lr=config.lr, weight_decay=config.weight_decay,
                                     **optimizer_kernels(config.optimizer, accelerator.device))
     if loaders.device_images is None:
-        model, optimizer, loaders.train, loaders.val = accelerator.prepare(model, optimizer, loaders.train, loaders.val)
+        if loaders.val is None:  # folds=full
+            model, optimizer, loaders.train = accelerator.prepare(model, optimizer, loaders.train)
+        else:
+            model, optimizer, loaders.train, loaders.val = accelerator.prepare(model, optimizer, loaders.train,
+                                                                               loaders.val)
     else:
         # The loaders' batches stay on the CPU: the augmentation parameters are planned there (no sync),
         # and DeviceBatches moves indices and targets itself.
         model, optimizer = accelerator.prepare(model, optimizer)
-        train, val = (accelerator.prepare_data_loader(dl, device_placement=False)
-                      for dl in (loaders.train, loaders.val))
+        train = accelerator.prepare_data_loader(loaders.train, device_placement=False)
         loaders.train = DeviceBatches(train, loaders.device_images[0], True, config.channels_last)
-        loaders.val = DeviceBatches(val, loaders.device_images[1], False, config.channels_last)
+        if loaders.val is not None:
+            val = accelerator.prepare_data_loader(loaders.val, device_placement=False)
+            loaders.val = DeviceBatches(val, loaders.device_images[1], False, config.channels_last)
     loaders.batches = batches_per_epoch(len(loaders.train), config.limit_train_batches, config.grad_accum_steps)
     schedule = build_schedule(optimizer, config.epochs, config.warmup_epochs, config.lr, config.min_lr,
                               loaders.batches, config.grad_accum_steps, config.scheduler, config.decay_epochs,

@@ -1,0 +1,65 @@
+"""folds=full: one model on every person (no validation fold, the last epoch's EMA weights) in <run>/full/,
+voted by infer.py like a fold, with no out-of-fold predictions and `maskds oof` saying why."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from maskds.cli import main as maskds
+from maskds.core.errors import UserError
+from maskds.inference.cli import main as infer
+from maskds.inference.inputs import find_checkpoints
+from maskds.training.checkpoint import read_best
+from maskds.training.config import FULL_FOLD, load_config
+from maskds.training.datasets import fold_split, load_train_split
+
+from test_inference import make_eval_dir
+from train_helpers import ROOT, TINY, launch, metrics_lines
+
+
+def test_the_full_split_trains_every_row_and_validates_none(tiny_cache):
+    table, _ = load_train_split(tiny_cache)
+    split = fold_split(table, FULL_FOLD)
+    assert np.array_equal(split.train, np.arange(len(table))) and len(split.val) == 0
+    ages = np.asarray(table["age"])
+    kept = fold_split(table, FULL_FOLD, drop_ages=[int(ages[0])]).train   # drop_ages still leave training
+    assert len(kept) == int((ages != ages[0]).sum())
+
+
+def test_full_needs_no_decision_fitted_out_of_fold_and_no_plateau():
+    with pytest.raises(UserError) as err:
+        load_config(str(ROOT / "configs/demo.yaml"), ["folds=full"])      # demo.yaml tunes age cuts out of fold
+    assert "tune_decision" in str(err.value.problems) and "folds=full" in str(err.value.problems)
+    with pytest.raises(UserError) as err:
+        load_config(None, ["folds=full", "scheduler=plateau"])
+    assert "plateau" in str(err.value.problems)
+    assert load_config(None, ["folds=full"]).fold_ids([0, 1, 2]) == [FULL_FOLD]
+    with pytest.raises(UserError):
+        load_config(None, ["folds=every"])
+
+
+@pytest.mark.slow
+def test_two_processes_train_full_which_infer_votes_and_oof_explains(tiny_cache, tmp_path, capsys):
+    out = tmp_path / "runs"
+    args = ["--config", str(ROOT / "configs/demo.yaml"), f"cache={tiny_cache}", f"output_dir={out}", "name=cv",
+            "epochs=2", "batch_size=4", "tune_decision=none", *TINY]
+    r = launch([*args, "folds=full"], "cpu_2proc.yaml")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    full = out / "cv" / "full"
+    lines = metrics_lines(full)
+    assert [ln["epoch"] for ln in lines] == [0, 1] and all(ln["ema"] is None for ln in lines)
+    assert [ln["best"] for ln in lines] == [False, True]              # the last epoch's EMA weights are kept
+    assert read_best(full / "best.safetensors").info["epoch"] == 1
+    assert not (full / "oof.csv").exists() and (full / "curves.png").is_file()
+    assert maskds(["oof", str(out / "cv")]) == 2
+    assert "folds=full" in capsys.readouterr().err
+    # the cross-validated folds of the same run beside it: infer.py votes them and full alike
+    r = launch([*args, "folds=[0]"], "cpu_2proc.yaml")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert [k for k, _ in find_checkpoints(out / "cv", None)] == [FULL_FOLD, 0]
+    data = make_eval_dir(tmp_path / "eval")
+    assert infer(["--run", str(out / "cv"), "--data", str(data), "--out", str(tmp_path / "sub.csv"), "--tta", "none",
+                  "--num-workers", "0"]) == 0
+    assert "x 2 model(s)" in capsys.readouterr().out and len(pd.read_csv(tmp_path / "sub.csv")) == 7
+    assert maskds(["oof", str(out / "cv")]) == 0                        # the folds' OOF, full/ left out
