@@ -25,7 +25,7 @@ def find_checkpoints(run: Path, folds: list[int] | None) -> list[tuple[int, Path
     if (run / FULL_DIR / "best.safetensors").is_file():
         found[FULL_FOLD] = run / FULL_DIR / "best.safetensors"
     if not found:
-        raise UserError(f"run folder {run} holds no fold<k>/ or full/ best.safetensors; train it first "
+        raise UserError(f"run folder {run} holds no fold<k>/best.safetensors or full/best.safetensors; train it first "
                         "(accelerate launch train.py ...) or pass the run's own folder")
     if folds is None:
         return sorted(found.items())
