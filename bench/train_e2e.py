@@ -35,13 +35,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def launch_precision(launch: str) -> str:
-    """The mixed precision train.py ran under: the environment's (as `accelerate launch` passes it on), else
-    the launch config's `mixed_precision`, else accelerate's default, none."""
-    if os.environ.get("ACCELERATE_MIXED_PRECISION"):
-        return os.environ["ACCELERATE_MIXED_PRECISION"]
+    """The mixed precision train.py ran under: the launch config's `mixed_precision` (`accelerate launch` sets
+    the processes' ACCELERATE_MIXED_PRECISION from it), else the environment's, else none."""
     with open(launch) as f:
-        value = yaml.safe_load(f).get("mixed_precision") or "no"
-    return str(value)
+        value = (yaml.safe_load(f) or {}).get("mixed_precision")
+    return str(value or os.environ.get("ACCELERATE_MIXED_PRECISION") or "no")
 
 
 def run_train(a, out: Path) -> list[dict]:

@@ -63,3 +63,16 @@ def test_two_processes_train_full_which_infer_votes_and_oof_explains(tiny_cache,
                   "--num-workers", "0"]) == 0
     assert "x 2 model(s)" in capsys.readouterr().out and len(pd.read_csv(tmp_path / "sub.csv")) == 7
     assert maskds(["oof", str(out / "cv")]) == 0                        # the folds' OOF, full/ left out
+
+
+def test_tune_refuses_full_which_has_no_out_of_fold_score(tmp_path, capsys):
+    (tmp_path / "space.yaml").write_text("lr: {low: 1e-4, high: 3e-3, log: true}\n")
+    assert maskds(["tune", "--config", str(ROOT / "configs/demo.yaml"), "--space", str(tmp_path / "space.yaml"),
+                   "--trials", "1", "--study", "s", "--storage", f"sqlite:///{tmp_path / 'tune.db'}",
+                   "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "best.yaml"), "folds=full",
+                   "tune_decision=none", f"cache={tmp_path}"]) == 2
+    assert "folds=full: a trial is scored on its out-of-fold" in capsys.readouterr().err
+    assert not (tmp_path / "tune.db").exists() and not (tmp_path / "runs").exists()
+    with pytest.raises(UserError) as err:
+        load_config(None, ["folds=full", "validate_raw=true"])
+    assert "validate_raw" in str(err.value.problems)

@@ -34,7 +34,20 @@ def temp_dir(target: str | Path, tag: str) -> Path:
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{target.name}.{tag}-", dir=target.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(work, 0o777 & ~umask)
+    os.chmod(work, 0o777 & ~_umask())
     return work
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux says it (/proc/self/status, since 4.7);
+    elsewhere set and restored at once (the umask is process-wide: another thread could see it changed)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    umask = os.umask(0o077)
+    os.umask(umask)
+    return umask

@@ -217,6 +217,8 @@ def _check_values(c: TrainConfig) -> None:
         problems.append(f"tune_decision: {c.tune_decision!r} is fitted on out-of-fold predictions, which folds=full "
                         "(no validation fold) has none of: set tune_decision=none (infer.py --decision FILE applies "
                         "one fitted on a cross-validated run)")
+    if c.folds == "full" and c.validate_raw:
+        problems.append("validate_raw: folds=full has no validation fold to score the raw weights on: set it false")
     if c.folds == "full" and c.scheduler == "plateau":
         problems.append("scheduler: plateau follows the validation F1, which folds=full (no validation fold) has "
                         "none of: choose another scheduler")

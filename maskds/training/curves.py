@@ -35,7 +35,8 @@ def plot_curves(metrics_file: str | Path, out: str | Path) -> Path:
     f1_ax.set(title="validation F1", xlabel="epoch", ylim=(0, 1.02))
     for ax in (loss_ax, f1_ax):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:  # folds=full: nothing validated, no F1 to label
+            ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
     fig.tight_layout()
     with atomic_path(out, suffix=".png") as tmp:

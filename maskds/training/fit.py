@@ -234,7 +234,7 @@ def train_fold(config: TrainConfig, data: TrainData, fold: int, fold_dir: Path, 
         accelerator.print(f"resumed {files.fold_dir} from {resume_from}: {state.progress.epoch} epoch(s) done")
     hparams = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in config.to_dict().items()}
     on_main(accelerator, "starting the trackers",
-            lambda: accelerator.init_trackers(f"{config.name}-fold{fold}", config={**hparams, "fold": fold}))
+            lambda: accelerator.init_trackers(f"{config.name}-{fold_dir_name(fold)}", config={**hparams, "fold": fold}))
     loss_fn = MaskLoss(config.head_spec(), config.loss, config.label_smoothing, config.focal_gamma, config.head_weights,
                        config.soft_f1_weight, config.heads, config.pseudo_weight, config.extra_weight)
     first = state.progress.epoch

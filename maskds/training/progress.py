@@ -46,7 +46,11 @@ def epoch_table(fold: int, epochs: int, record: dict) -> Table:
     """
     title = (f"{fold_label(fold)}  epoch {record['epoch'] + 1}/{epochs}  train loss {record['train_loss']:.4f}  "
              f"{record['images_per_s']:.0f} img/s")
-    table = Table(title=title + ("  [green]new best (EMA F1)[/]" if record["best"] else ""), title_justify="left")
+    if record["ema"] is None:  # folds=full: nothing validated; the last epoch's EMA weights are kept
+        title += "  (no validation: folds=full)" + ("  [green]saved (last epoch)[/]" if record["best"] else "")
+    elif record["best"]:
+        title += "  [green]new best (EMA F1)[/]"
+    table = Table(title=title, title_justify="left")
     table.add_column("weights")
     for _, label in SCORE_KEYS:
         table.add_column(label, justify="right")

@@ -243,7 +243,9 @@ def tune(config: str | None, overrides: list[str], space: list[Param], trials: i
     fixed = sorted({o.partition("=")[0] for o in overrides} & {p.key for p in space})
     if fixed:
         raise UserError(f"{', '.join(fixed)}: both fixed by an override and searched by the space; drop one")
-    load_config(config, overrides)  # the base config is valid before any study is opened
+    if load_config(config, overrides).folds == "full":  # the base config is valid before any study is opened
+        raise UserError("folds=full: a trial is scored on its out-of-fold predictions, which folds=full has none "
+                        "of; tune on validation folds (e.g. folds=[0]), then train folds=full with what won")
     job = TuneJob(config, overrides, space, runs_dir or Path("tune_runs") / study_name, study_name, launch)
     try:
         storage = open_storage(storage_url)
