@@ -25,7 +25,9 @@ def fold_dirs(run: Path) -> list[Path]:
     if not run.is_dir():
         raise UserError(f"run folder {run} does not exist; pass runs/<name> as written by train.py")
     dirs = sorted((d for d in run.glob("fold*") if d.is_dir() and d.name[4:].isdigit()), key=lambda d: int(d.name[4:]))
-    if not dirs and (run / "full").is_dir():
+    from ..training.config import FULL_DIR  # lazy: training imports this module
+
+    if not dirs and (run / FULL_DIR).is_dir():
         raise UserError(f"run folder {run} holds only full/ (folds=full: every person trained, none validated), "
                         "so it has no out-of-fold predictions; train the cross-validated folds (folds=all) for them")
     if not dirs:
