@@ -185,8 +185,9 @@ def _add_import_faces(sub) -> None:
     i.add_argument("--draw-masks", action="store_true",
                    help="seven photos per face: 5 masks worn, 1 worn incorrectly (nose out or under the chin), "
                    "1 without; faces where MTCNN finds no landmarks are skipped and listed in OUT/skipped.txt")
-    i.add_argument("--frame", default="portrait", choices=["portrait", "none"],
-                   help="portrait (default): place each face as a chest-up photo; none: keep the photo as it is")
+    i.add_argument("--frame", default="portrait", choices=["portrait", "crop", "none"],
+                   help="portrait (default): place each face as a chest-up photo; crop: keep the face crop as it "
+                   "is, marked so that build only fits it to the cache's shape; none: keep the photo as it is")
     i.add_argument("--mask-state", default="not_wear", choices=["not_wear", "unknown"],
                    help="without --draw-masks, the mask label of each photo (default not_wear: bare faces)")
     i.add_argument("--min-age", type=int, default=0, help="leave out faces younger than this (default 0)")

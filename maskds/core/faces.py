@@ -8,6 +8,9 @@ a 3:4 portrait, placed in the photo's largest centred 3:4 window, so a landscape
 face-shaped box too); also what `mtcnn` falls back to when it finds no face. Either way the crop is the
 box widened by a margin on each side (a fraction of the box, MARGIN by default), then extended to the
 cache's height:width ratio about the box's centre; what falls outside the photo is black.
+`face` (FACE_IMAGE, only for `--extra` rows marked `framing: face`, such as `maskds import-faces --frame crop`
+writes): the image already is an aligned face crop; it is only cut to the cache's height:width ratio (its
+largest centred window, nothing black) before the resize.
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 CROP_METHODS = ("none", "fixed", "mtcnn")
+FACE_IMAGE = "face"  # the crop of an image that already is a face crop (an `--extra` row marked `framing: face`)
 FIXED_BOX = (0.18, 0.17, 0.82, 0.64)  # x0, y0, x1, y1 as fractions of a 3:4 portrait: its face
 PORTRAIT_W_H = 3 / 4                   # the shape FIXED_BOX was measured on (the competition's 384x512)
 MARGIN = 0.15                          # added on each side, as a fraction of the box's width/height
@@ -82,9 +86,21 @@ def crop_region(box, size_hw: tuple[int, int], margin: float = MARGIN) -> tuple[
     return round(cx - w / 2), round(cy - h / 2), round(cx + w / 2), round(cy + h / 2)
 
 
+def centre_window(size_wh: tuple[int, int], size_hw: tuple[int, int]) -> tuple[int, int, int, int]:
+    """The largest centred region (left, top, right, bottom) of a (width, height) image with the cache's
+    height:width ratio."""
+    w, h = size_wh
+    ratio = size_hw[0] / size_hw[1]  # height / width
+    cw, ch = min(w, h / ratio), min(h, w * ratio)
+    left, top = round((w - cw) / 2), round((h - ch) / 2)
+    return left, top, left + round(cw), top + round(ch)
+
+
 def face_crop(img: Image.Image, method: str, size_hw: tuple[int, int],
               margin: float = MARGIN) -> tuple[Image.Image, list[float], bool]:
     """(the crop, its face box as fractions of the photo, whether a detector found it) of an upright photo."""
+    if method == FACE_IMAGE:
+        return img.crop(centre_window(img.size, size_hw)), [0.0, 0.0, 1.0, 1.0], True
     if method not in CROP_METHODS[1:]:
         raise ValueError(f"face crop must be one of {CROP_METHODS[1:]}, got {method!r}")
     box = detect(img) if method == "mtcnn" else None

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from ..core.atomic import temp_dir
-from ..core.faces import CROP_METHODS, MARGIN
+from ..core.faces import CROP_METHODS, FACE_IMAGE, MARGIN
 from ..core.errors import UserError
 from .corrections import apply_corrections, load_corrections
 from .encode import imap_encode, progress_bar, undecodable
@@ -126,7 +126,7 @@ def _split(rows_meta: list[dict], tasks: list, features, num_proc: int, progress
             if not ok:
                 failures.append(f"{task[0]}: cannot be decoded as an image ({value}); replace or remove it")
                 continue
-            if face is not None:
+            if face is not None and "face_box" in features:
                 row = {**row, "face_box": face[0], "face_found": face[1]}
                 if not face[1]:
                     fallbacks.append(task[0])
@@ -134,6 +134,13 @@ def _split(rows_meta: list[dict], tasks: list, features, num_proc: int, progress
     # A fixed fingerprint: datasets would otherwise try to hash the generator and its closure.
     return datasets.Dataset.from_generator(gen, features=features, cache_dir=str(work / "gen"),
                                            fingerprint=f"maskds-{label}-{os.getpid()}")
+
+
+def _row_crop(row: dict, crop: tuple[str, float] | None) -> tuple[str, float] | None:
+    """What to cut from a row's image: the cache's face crop, or, for an `--extra` image marked `framing: face`
+    (already a face crop), its centred window of the cache's shape (`core.faces.FACE_IMAGE`), with a face crop
+    or without (a whole-photo cache resizes the photos, and a face stays undistorted)."""
+    return (FACE_IMAGE, 0.0) if row.get("framing") == "face" else crop
 
 
 def _write(data: Path, cache: Path, train_rows: list[dict], eval_rows: list[dict] | None,
@@ -158,7 +165,8 @@ def _write(data: Path, cache: Path, train_rows: list[dict], eval_rows: list[dict
                                          ("eval", eval_rows, datasets.Features({**EVAL_FEATURES, **face}))):
                 if rows is None:
                     continue
-                tasks = [(str(data / r["path"]), tuple(size_hw), crop) for r in rows]
+                tasks = [(str(data / r["path"]), tuple(size_hw), _row_crop(r, crop)) for r in rows]
+                rows = [{k: v for k, v in r.items() if k != "framing"} for r in rows]
                 splits[name] = _split(rows, tasks, features, num_proc, progress, name, work, failures, fallbacks)
         raise_problems(data, failures)
         if crop:

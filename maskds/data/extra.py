@@ -8,8 +8,10 @@ DIR holds the images and `labels.csv`, one row per image:
 
 `image` (a path under DIR) is required; `mask` (wear | incorrect | not_wear), `gender` (male |
 female), `age` (whole years, or a range such as `20-29` or `70-`, learned as the competition's age band
-that holds it) and `person` (groups images of one person) are optional columns, and an
-empty cell is a missing label. The rows go into the cache's train split in fold -1
+that holds it), `person` (groups images of one person) and `framing` (`photo`, the default: a photo
+like the competition's, face-cropped as the cache is; `face`: already an aligned face crop, which a
+face-crop cache only cuts to its shape and resizes, as `maskds import-faces --frame crop` marks its rows)
+are optional columns, and an empty cell is a missing label. The rows go into the cache's train split in fold -1
 (`TRAIN_ONLY_FOLD`: every fold trains on them, none validates on them), missing labels as -1, marked
 `origin: extra`; the loss leaves out the heads a row has no label for.
 """
@@ -25,7 +27,8 @@ from ..core.labels import GENDER_NAMES, MASK_NAMES, age_band
 from .face_sources import parse_age
 
 EXTRA_CSV = "labels.csv"
-COLUMNS = ("image", "mask", "gender", "age", "person")
+COLUMNS = ("image", "mask", "gender", "age", "person", "framing")
+FRAMINGS = ("photo", "face")
 SHOW = 20  # problems listed before "and N more"
 
 
@@ -68,7 +71,7 @@ def _read_csv(folder: Path, problems: list[str]) -> pd.DataFrame | None:
         return None
     unknown = [c for c in df.columns if c not in COLUMNS]
     if "image" not in df.columns or unknown:
-        problems.append(f"{csv}: columns must be image and any of mask, gender, age, person; got {list(df.columns)}")
+        problems.append(f"{csv}: columns must be image and any of {', '.join(COLUMNS[1:])}; got {list(df.columns)}")
         return None
     return df
 
@@ -96,8 +99,13 @@ def read_extra(folders: list[str | Path], need_label: bool = True) -> tuple[list
             age, band = _age(rec.get("age", "").strip(), where, problems)
             if need_label and not any(rec.get(c, "").strip() for c in ("mask", "gender", "age")):
                 problems.append(f"{where}: {image} has no label (mask, gender and age all empty); drop the row")
+            framing = rec.get("framing", "").strip() or FRAMINGS[0]
+            if framing not in FRAMINGS:
+                problems.append(f"{where}: framing {framing!r} is not one of {', '.join(FRAMINGS)} (photo: a photo "
+                                "to face-crop like the competition's; face: already a face crop)")
             person = rec.get("person", "").strip() or image
-            rows.append({"person_id": f"extra{k}:{folder.name}:{person}", "mask": mask, "gender": gender, "race": "",
+            rows.append({"framing": framing,
+                         "person_id": f"extra{k}:{folder.name}:{person}", "mask": mask, "gender": gender, "race": "",
                          "age": age, "fold": -1, "image_name": image, "path": str((folder / image).resolve()),
                          "age_band": band, "origin": "extra"})
     if len(problems) > SHOW:

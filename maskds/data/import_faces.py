@@ -24,7 +24,7 @@ from .encode import progress_bar
 from .extra import EXTRA_CSV
 from .face_sources import CsvColumns, FaceRecord, read_source
 
-FRAMES = ("portrait", "none")
+FRAMES = ("portrait", "crop", "none")
 MASK_STATES = ("not_wear", "unknown")
 SHOW = 20
 console = Console(stderr=True)
@@ -32,7 +32,9 @@ console = Console(stderr=True)
 
 @dataclass(frozen=True)
 class ImportOptions:
-    """What to make of each face: `frame` (portrait: placed as a 384x512 chest-up photo; none: as it is),
+    """What to make of each face: `frame` (portrait: placed as a 384x512 chest-up photo; crop: the face crop as
+    it is, its rows marked `framing: face` so that `maskds build` only fits it to the cache's shape; none: the
+    photo as it is, cropped by the cache like a competition photo),
     `draw_masks` (seven photos with masks drawn on, else the face alone), the mask state of an undrawn face
     (`not_wear`, or `unknown` for photos that may show masks), the run's seed."""
     frame: str = "portrait"
@@ -151,7 +153,7 @@ def import_faces(src: str | Path, out: str | Path, fmt: str, cols: CsvColumns | 
                             _shown(problems))
         if not rows:
             raise UserError(f"{src}: no face had landmarks to draw masks on; nothing was written")
-        _write_labels(work / EXTRA_CSV, rows)
+        _write_labels(work / EXTRA_CSV, rows, face_crops=opt.frame == "crop")
         if skipped:
             (work / "skipped.txt").write_text("".join(f"{p}\n" for p in skipped))
         if out.exists():
@@ -191,11 +193,12 @@ def _write_all(faces: list[FaceRecord], opt: ImportOptions, work: Path, num_proc
     return rows, sorted(skipped)
 
 
-def _write_labels(path: Path, rows: list[tuple]) -> None:
+def _write_labels(path: Path, rows: list[tuple], face_crops: bool = False) -> None:
+    """labels.csv; with `face_crops` (`--frame crop`) each row is marked `framing: face` (`data.extra`)."""
     with path.open("w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["image", "mask", "gender", "age", "person"])
-        w.writerows(rows)
+        w.writerow(["image", "mask", "gender", "age", "person"] + (["framing"] if face_crops else []))
+        w.writerows([(*r, "face") for r in rows] if face_crops else rows)
 
 
 def write_preview(folder: Path, png: Path, persons: int = 6, thumb: tuple[int, int] = (96, 128)) -> Path:
