@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# Devbench rows in one go on one machine (what docs/benchmarks.md section 9 ran on the lent H200): the devbench
+# layout (as ../shared/devbench/build.sh makes it), the external imports (UTKFace unmasked 4,000 and 1,000,
+# marked as crops, masks drawn), train-only caches, then configs/demo.yaml runs (train + infer --tta hflip
+# --no-tuned-decision + score), PAR at a time, in the priority order of JOBS, until DEADLINE seconds. Not run
+# by tests; the data stays outside the repository (../shared/devbench/README.md). Compare arms afterwards:
+#   python ../shared/devbench/compare.py WORK/devbench/answers.csv --a WORK/runs/A_s{1,2,3}/plain.csv --b ...
+# Usage, from the repo root:
+#   OUT=dir [DEVBENCH=../shared/devbench] [UTK=../shared/external/utkface] [WORK=/tmp/w] [LAUNCH=accelerate
+#   config, default single_gpu.yaml] [PAR=5] [NW=3 loader workers] [DEADLINE=545] [SMALL=1: a tiny dry run]
+#   [PY=python3] [ACC=accelerate] [JOBS=file: lines "NAME CACHE SEED key=value..." instead of the built-in
+#   list below] [EAGER_OUT=1: each run's plain.csv into OUT as soon as it is scored] bash bench/devbench_rows.sh
+# On the lent device machine (no .venv; ../shared/gpu/README.md): tar the devbench's faces, faces_eval_ext,
+# make_layout.py and the utkface folder into an ignored folder (the working tree that travels is 64 MiB at most)
+# and point DEVBENCH and UTK there.
+set -u
+T0=$(date +%s); DEADLINE=${DEADLINE:-545}; PAR=${PAR:-5}; NW=${NW:-3}
+el() { echo $(( $(date +%s) - T0 )); }
+DB=${DEVBENCH:-../shared/devbench}; UTK=${UTK:-../shared/external/utkface}; W=${WORK:-/tmp/w}
+[ -e $W ] && [ ! -f $W/logs/main.log ] && { echo "WORK=$W exists and is not an earlier run of this script: choose another"; exit 2; }
+rm -rf $W; mkdir -p $W/logs $W/runs $W/flags
+PY=${PY:-python3}; M="$PY -m maskds.cli"
+LAUNCH=${LAUNCH:-accelerate_configs/single_gpu.yaml}
+ACC=${ACC:-accelerate}
+log() { echo "[$(el)s] $*" | tee -a $W/logs/main.log; }
+if [ -n "${SMALL:-}" ]; then TR=20; EV1=10; EV2=10; LIM="--limit 40"; LIM1="--limit 15"; X="epochs=1 limit_train_batches=3"; XPE=15
+else TR=900; EV1=400; EV2=1100; LIM=""; LIM1="--limit 1000"; X=""; XPE=4000; fi
+log "start $(hostname) $(nproc) cores; $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null)"
+
+# 1. runs: NAME CACHE SEED overrides...; priority order (only the imports and caches they use are made)
+[ -n "${JOBS:-}" ] && cp "$JOBS" $W/jobs.txt || cat > $W/jobs.txt <<EOF
+B_s1 c_ext4000 1
+B_s2 c_ext4000 2
+B_s3 c_ext4000 3
+A_s1 c_fx 1
+A_s2 c_fx 2
+A_s3 c_fx 3
+C_s1 c_ext1000 1
+C_s2 c_ext1000 2
+C_s3 c_ext1000 3
+E_s1 c_extcrop 1
+E_s2 c_extcrop 2
+E_s3 c_extcrop 3
+D_s1 c_extdraw 1 extra_per_epoch=$XPE
+D_s2 c_extdraw 2 extra_per_epoch=$XPE
+D_s3 c_extdraw 3 extra_per_epoch=$XPE
+W_s1 c_whole 1 face_crop=none
+W_s2 c_whole 2 face_crop=none
+W_s3 c_whole 3 face_crop=none
+R_s1 c_fx 1 age_head=bands tune_decision=none
+R_s2 c_fx 2 age_head=bands tune_decision=none
+R_s3 c_fx 3 age_head=bands tune_decision=none
+EOF
+# 2. layout (as ../shared/devbench/build.sh) and the external imports, side by side
+( $PY $DB/make_layout.py $DB/faces $W/devbench --train $TR --eval $EV1 --seed 11 --preselected > $W/logs/layout1.log 2>&1
+  echo rc=$? >> $W/logs/layout1.log ) &
+L1=$!
+( $PY $DB/make_layout.py $DB/faces_eval_ext $W/evext --train 0 --eval $EV2 --seed 19 --preselected > $W/logs/layout2.log 2>&1
+  echo rc=$? >> $W/logs/layout2.log ) &
+L2=$!
+uses() { grep -q " $1 " $W/jobs.txt; }
+imp() { local name=$1; shift; $M import-faces $UTK $W/$name --format utkface --min-age 18 "$@" > $W/logs/imp_$name.log 2>&1
+        echo "rc=$? $(el)s" >> $W/logs/imp_$name.log; }
+uses c_ext4000 && imp ext4000 $LIM --num-proc 3 &
+uses c_ext1000 && imp ext1000 $LIM1 --num-proc 1 &
+uses c_extcrop && imp extcrop $LIM --frame crop --num-proc 2 &
+uses c_extdraw && imp extdraw $LIM --draw-masks --num-proc 10 &
+wait $L1 $L2
+cp $W/evext/eval/images/* $W/devbench/eval/images/
+tail -n +2 $W/evext/eval/info.csv >> $W/devbench/eval/info.csv
+tail -n +2 $W/evext/answers.csv >> $W/devbench/answers.csv
+log "layout: $(ls $W/devbench/train/images | wc -l) persons, $(($(wc -l < $W/devbench/answers.csv) - 1)) eval photos"
+mkdir -p $W/tr && ln -s $W/devbench/train $W/tr/train   # train-only data root: the caches skip the eval split
+
+# 3. caches, each as soon as its inputs exist (flags/NAME when done)
+bld() { local name=$1 wait_for=$2; shift 2
+        while [ -n "$wait_for" ] && ! grep -q "rc=" $W/logs/imp_$wait_for.log 2>/dev/null; do sleep 2; done
+        $M build $W/tr $W/$name --size 160 120 --folds 5 "$@" > $W/logs/build_$name.log 2>&1 && touch $W/flags/$name
+        log "build $name rc=$?"; }
+uses c_fx && bld c_fx "" --face-crop fixed --num-proc 2 &
+uses c_whole && bld c_whole "" --num-proc 2 &
+uses c_ext4000 && bld c_ext4000 ext4000 --face-crop fixed --extra $W/ext4000 --num-proc 3 &
+uses c_ext1000 && bld c_ext1000 ext1000 --face-crop fixed --extra $W/ext1000 --num-proc 2 &
+uses c_extcrop && bld c_extcrop extcrop --face-crop fixed --extra $W/extcrop --num-proc 2 &
+uses c_extdraw && bld c_extdraw extdraw --face-crop fixed --extra $W/extdraw --num-proc 6 &
+
+# 4. the runs
+job() {  # one line of jobs.txt
+  local name=$1 cache=$2 seed=$3; shift 3
+  while [ ! -e $W/flags/$cache ]; do
+    sleep 2; [ $(el) -gt $((DEADLINE - 100)) ] && { log "$name: no cache $cache in time"; return; }; done
+  [ $(el) -gt $((DEADLINE - 100)) ] && { log "$name: skipped (deadline)"; return; }
+  local d=$W/runs/$name t0=$(date +%s); mkdir -p $d
+  $ACC launch -q --config_file $LAUNCH train.py --config configs/demo.yaml cache=$W/$cache output_dir=$d name=run \
+      log_with=none seed=$seed num_workers=$NW images_on_device=false $X "$@" > $d/train.log 2>&1 || { log "$name train failed"; return; }
+  local t1=$(date +%s)
+  $PY infer.py --run $d/run --data $W/devbench/eval --out $d/plain.csv --tta hflip --no-tuned-decision \
+      --num-workers $NW > $d/infer.log 2>&1 || { log "$name infer failed"; return; }
+  local t2=$(date +%s)
+  $M score $d/plain.csv $W/devbench/answers.csv --json > $d/score.json 2>>$d/infer.log
+  log "$name train $((t1 - t0))s infer $((t2 - t1))s $(head -c 120 $d/score.json)"
+  [ -n "${EAGER_OUT:-}" ] && cp $d/plain.csv $OUT/$name.csv && cp $W/logs/main.log $OUT/main.log
+}
+export -f job log el; export W T0 DEADLINE PY M LAUNCH ACC NW X OUT EAGER_OUT
+timeout $((DEADLINE - $(el))) bash -c 'xargs -P '$PAR' -L 1 bash -c '"'"'job "$@"'"'"' _ < $W/jobs.txt'
+log "runs done or deadline"
+
+# 5. results back: at most a few files
+cd $W && { [ -n "${EAGER_OUT:-}" ] || tar czf $OUT/csv.tgz runs/*/plain.csv devbench/answers.csv 2>/dev/null; }
+tar czf $OUT/logs.tgz logs runs/*/train.log runs/*/infer.log runs/*/score.json runs/*/run/fold0/*.json 2>/dev/null
+log "packed $(ls runs/*/plain.csv 2>/dev/null | wc -l) submissions"
+cp $W/logs/main.log $OUT/main.log
