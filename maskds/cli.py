@@ -151,7 +151,7 @@ def _add_build(sub) -> None:
                    help="face crop margin on each side, as a fraction of the face box (default 0.15)")
     b.add_argument("--extra", type=Path, action="append", default=None, metavar="DIR",
                    help="extra training images with partial labels: DIR/labels.csv (image, and any of mask, "
-                   "gender, age, person; empty = unknown) and the images; they train every fold and never "
+                   "gender, age, person, framing; empty = unknown) and the images; they train every fold and never "
                    "validate, and the loss skips the heads a row has no label for; repeatable")
     b.set_defaults(func=_build)
 
@@ -163,7 +163,7 @@ def _add_import_faces(sub) -> None:
                        "--extra folder",
                        description="Read the faces of SRC with their ages and genders and write OUT, a folder for "
                        "`maskds build --extra OUT`: OUT/labels.csv and OUT/images/. Each face is framed as the "
-                       "competition's 384x512 chest-up photo (its face where --face-crop fixed crops), alone "
+                       "competition's 384x512 chest-up photo (its face where --face-crop fixed crops; see --frame), alone "
                        "(labelled not worn) or, with --draw-masks, as a person's seven photos with masks drawn "
                        "from MTCNN's landmarks. Problems of SRC are reported all at once; nothing is written then.",
                        epilog="formats: utkface ([age]_[gender]_[race]_[date].jpg.chip.jpg, gender 0 male / 1 "

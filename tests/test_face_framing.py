@@ -69,6 +69,7 @@ def test_a_marked_face_is_only_fitted_to_the_cache_shape_and_an_unmarked_one_is_
     assert marked.max(axis=2).min() > 60
     if face_crop:  # unmarked: cut around the fixed face box as if it were a portrait, the chin cut off
         assert plain[-1, :, 2].mean() < 100
+        assert load_cache(cache)[1]["face_crop"]["marked_faces"] == 1
         assert extra["a.jpg"]["face_box"] == [0.0, 0.0, 1.0, 1.0] and extra["a.jpg"]["face_found"]
     else:  # whole-photo cache: the unmarked square is squeezed to 3:4, its red bands stay 1/6 wide (10 px)
         assert plain[:, 7, 0].mean() > plain[:, 7, 1].mean() + 80
@@ -84,3 +85,33 @@ def test_a_bad_framing_value_is_reported_with_file_and_line(tmp_path, synth_data
     err = capsys.readouterr().err.replace("\n", " ")
     assert "labels.csv line 2: framing 'aligned'" in err
     assert not cache.exists()
+
+
+def test_inference_cuts_a_marked_face_as_build_does_and_the_others_with_the_runs_crop(tmp_path):
+    from maskds.core.faces import FACE_IMAGE
+    from maskds.core.images import cached_pixels
+    from maskds.inference.predict import EvalImages
+
+    paths = [striped_face(tmp_path / "a.jpg"), striped_face(tmp_path / "b.jpg")]
+    crop = ("fixed", 0.15)
+    ds = EvalImages(paths, (80, 60), [lambda image: {"image": image}], crop, face_images=frozenset({0}))
+    marked, plain = ds[0][1][0], ds[1][1][0]
+    assert np.array_equal(marked, cached_pixels(paths[0], (80, 60), (FACE_IMAGE, 0.0)))
+    assert np.array_equal(plain, cached_pixels(paths[1], (80, 60), crop))
+    assert not np.array_equal(marked, plain)
+
+
+def test_pseudo_labelling_marked_faces_keeps_the_mark(tmp_path):
+    from test_inference import make_run
+
+    src = tmp_path / "utk"
+    striped_face(src / "25_0_0_20170109150557335.jpg.chip.jpg")
+    striped_face(src / "41_1_0_20170109150557336.jpg.chip.jpg")
+    faces = tmp_path / "faces"
+    assert maskds(["import-faces", str(src), str(faces), "--format", "utkface", "--frame", "crop",
+                   "--num-proc", "1"]) == 0
+    out = tmp_path / "labelled"
+    assert maskds(["pseudo", "--faces", str(faces), "--run", str(make_run(tmp_path / "run")), str(out),
+                   "--min-prob", "0.01", "--tta", "none", "--heads", "mask"]) == 0
+    df = pd.read_csv(out / "labels.csv", dtype=str, keep_default_na=False)
+    assert df.framing.tolist() == ["face", "face"]

@@ -170,11 +170,13 @@ def _write(data: Path, cache: Path, train_rows: list[dict], eval_rows: list[dict
                 splits[name] = _split(rows, tasks, features, num_proc, progress, name, work, failures, fallbacks)
         raise_problems(data, failures)
         if crop:
-            n = len(train_rows) + len(eval_rows or [])
+            marked = sum(r.get("framing") == "face" for r in train_rows)  # already face crops: cut, not detected
+            n = len(train_rows) + len(eval_rows or []) - marked
             fallbacks = fallbacks if crop[0] == "mtcnn" else []  # fixed: the box of every photo, nothing fell back
             meta["face_crop"] = {"method": crop[0], "margin": crop[1],
                                  "found": n - len(fallbacks) if crop[0] == "mtcnn" else 0,
-                                 "fallback": len(fallbacks), "fallback_paths": fallbacks[:100]}
+                                 "fallback": len(fallbacks), "fallback_paths": fallbacks[:100],
+                                 "marked_faces": marked}
         target = work / "cache"
         datasets.DatasetDict(splits).save_to_disk(str(target))
         (target / META_NAME).write_text(json.dumps(meta, indent=2) + "\n")

@@ -10,7 +10,7 @@ DIR holds the images and `labels.csv`, one row per image:
 female), `age` (whole years, or a range such as `20-29` or `70-`, learned as the competition's age band
 that holds it), `person` (groups images of one person) and `framing` (`photo`, the default: a photo
 like the competition's, face-cropped as the cache is; `face`: already an aligned face crop, which a
-face-crop cache only cuts to its shape and resizes, as `maskds import-faces --frame crop` marks its rows)
+cache only cuts to its height:width shape and resizes, as `maskds import-faces --frame crop` marks its rows)
 are optional columns, and an empty cell is a missing label. The rows go into the cache's train split in fold -1
 (`TRAIN_ONLY_FOLD`: every fold trains on them, none validates on them), missing labels as -1, marked
 `origin: extra`; the loss leaves out the heads a row has no label for.
@@ -61,8 +61,8 @@ def _age(value: str, where: str, problems: list[str]) -> tuple[int, int]:
 def _read_csv(folder: Path, problems: list[str]) -> pd.DataFrame | None:
     csv = folder / EXTRA_CSV
     if not folder.is_dir() or not csv.is_file():
-        problems.append(f"{csv}: not found; an --extra folder holds {EXTRA_CSV} (columns image and any of mask, "
-                        "gender, age, person) and the images it names")
+        problems.append(f"{csv}: not found; an --extra folder holds {EXTRA_CSV} (columns image and any of "
+                        f"{', '.join(COLUMNS[1:])}) and the images it names")
         return None
     try:
         df = pd.read_csv(csv, dtype=str, keep_default_na=False)

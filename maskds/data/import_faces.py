@@ -1,5 +1,5 @@
 """`maskds import-faces SRC OUT`: a face set from elsewhere (UTKFace, AFAD, FairFace, your CSV) to an
-`--extra`-ready folder: each face framed as a chest-up photo, optionally as the competition's seven photos
+`--extra`-ready folder: each face framed as a chest-up photo (or kept as a face crop, marked so), optionally as the competition's seven photos
 with masks drawn on, `labels.csv` with mask, gender, age and person. Written atomically: all or nothing."""
 from __future__ import annotations
 

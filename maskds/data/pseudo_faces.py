@@ -43,10 +43,10 @@ def read_faces(folder: Path) -> pd.DataFrame:
             raise UserError(f"{folder}: no images (.jpg, .jpeg, .png) and no {EXTRA_CSV}; nothing to label")
     else:
         raise UserError(f"{folder}: not a folder; --faces takes a folder of images or an --extra folder")
-    for c in ("mask", "gender", "age", "person"):
+    for c in ("mask", "gender", "age", "person", "framing"):
         if c not in df.columns:
             df[c] = ""
-    return df[["image", "mask", "gender", "age", "person"]]
+    return df[["image", "mask", "gender", "age", "person", "framing"]]
 
 
 def guess(df: pd.DataFrame, probs: dict[str, np.ndarray], heads: list[str],
@@ -63,7 +63,8 @@ def guess(df: pd.DataFrame, probs: dict[str, np.ndarray], heads: list[str],
     return df, filled
 
 
-def _predict(run: Path, paths: list[Path], tta: str, batch_size: int, heads: list[str]) -> dict[str, np.ndarray]:
+def _predict(run: Path, paths: list[Path], tta: str, batch_size: int, heads: list[str],
+             face_images: frozenset[int] = frozenset()) -> dict[str, np.ndarray]:
     from ..inference.inputs import find_checkpoints
     from ..inference.models import check_heads, load_member, make_accelerator
     from ..inference.predict import predict_runs
@@ -81,7 +82,8 @@ def _predict(run: Path, paths: list[Path], tta: str, batch_size: int, heads: lis
                         f"not the competition's {list(DEFAULT_AGE_THRESHOLDS)}; its bands are not the ranges "
                         "written here: leave age out of --heads")
     workers = min(16, os.cpu_count() or 1)
-    return predict_runs(members, paths, accelerator, batch_size, workers, parse_tta(tta))[0]
+    return predict_runs(members, paths, accelerator, batch_size, workers, parse_tta(tta),
+                        face_images=face_images)[0]
 
 
 def pseudo_faces(folder: str | Path, run: str | Path, out: str | Path, heads: list[str], min_prob: float,
@@ -96,7 +98,8 @@ def pseudo_faces(folder: str | Path, run: str | Path, out: str | Path, heads: li
     if out.exists():
         raise UserError(f"{out}: already exists; choose another OUT (maskds pseudo never overwrites)")
     df = read_faces(folder)
-    probs = _predict(run, [folder / p for p in df.image], tta, batch_size, heads)
+    faces = frozenset(i for i, f in enumerate(df.framing) if f.strip() == "face")  # seen as `maskds build` cuts them
+    probs = _predict(run, [folder / p for p in df.image], tta, batch_size, heads, faces)
     df, filled = guess(df, probs, heads, min_prob)
     labelled = df[(df[["mask", "gender", "age"]] != "").any(axis=1)]
     if labelled.empty:
@@ -116,6 +119,8 @@ def _write(folder: Path, out: Path, df: pd.DataFrame) -> None:
                 os.link(folder / rel, work / rel)
             except OSError:  # another file system: a copy
                 shutil.copy2(folder / rel, work / rel)
+        if not df.framing.str.strip().any():  # the column only where the source had its rows marked
+            df = df.drop(columns="framing")
         df.to_csv(work / EXTRA_CSV, index=False)
         work.rename(out)
     finally:

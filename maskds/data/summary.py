@@ -59,6 +59,9 @@ def print_summary(meta: dict, console: Console) -> None:
     console.print(head)
     console.print(folds)
     face = meta.get("face_crop")
+    if face and face.get("marked_faces"):
+        console.print(f"{face['marked_faces']} extra image(s) marked as face crops: cut to the cache's shape, "
+                      "not face-cropped")
     if face and face["method"] == "fixed":
         console.print(f"face crop fixed (margin {face['margin']:g}): the upper-centre box of a chest-up portrait, "
                       "for every photo")

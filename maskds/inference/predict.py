@@ -11,6 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch.utils.data import DataLoader, Dataset
 
 from ..core.errors import UserError
+from ..core.faces import FACE_IMAGE
 from ..core.images import cached_pixels
 from ..core.probabilities import KEYS, WIDTHS, Probs
 from ..training.datasets import single_threaded_opencv
@@ -28,8 +29,10 @@ class EvalImages(Dataset):
     where no process is left waiting for the others.
     """
 
-    def __init__(self, paths: list[Path], cache_size: tuple[int, int], transforms: list, crop: tuple | None = None):
+    def __init__(self, paths: list[Path], cache_size: tuple[int, int], transforms: list, crop: tuple | None = None,
+                 face_images: frozenset[int] = frozenset()):
         self.paths, self.cache_size, self.transforms, self.crop = paths, cache_size, transforms, crop
+        self.face_images = face_images  # indices of images that already are face crops: cut as build cuts them
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -38,7 +41,8 @@ class EvalImages(Dataset):
         # The pixels training saw: build's decode + resize + JPEG, decoded as the training loader does.
         problem = ""
         try:
-            arr = cached_pixels(self.paths[i], self.cache_size, self.crop)
+            crop = (FACE_IMAGE, 0.0) if i in self.face_images else self.crop
+            arr = cached_pixels(self.paths[i], self.cache_size, crop)
         except (OSError, ValueError, SyntaxError) as err:  # header parsed up front, pixels broken
             problem = f"{self.paths[i]} cannot be decoded ({err}); replace or re-download it"
             arr = np.zeros((*self.cache_size, 3), dtype=np.uint8)
@@ -72,9 +76,10 @@ def to_model_input(x: torch.Tensor, device: torch.device, batch_size: int, pad: 
 
 @torch.inference_mode()
 def predict_shard(members: list[Member], paths: list[Path], accelerator, batch_size: int,
-                  num_workers: int, views: tuple[str, ...], pad: bool = False
-                  ) -> tuple[np.ndarray, list[Probs], list[str]]:
-    """This process's images: (their indices, per member the probabilities averaged over views, problems)."""
+                  num_workers: int, views: tuple[str, ...], pad: bool = False,
+                  face_images: frozenset[int] = frozenset()) -> tuple[np.ndarray, list[Probs], list[str]]:
+    """This process's images: (their indices, per member the probabilities averaged over views, problems).
+    `face_images`: indices of images that already are face crops (`--extra` rows marked `framing: face`)."""
     batches = shard_batches(len(paths), batch_size, accelerator.process_index, accelerator.num_processes)
     caches = sorted({(m.view.cache_size, m.view.crop) for m in members}, key=repr)
     rows: list[list[dict[str, torch.Tensor]]] = [[] for _ in members]
@@ -85,7 +90,7 @@ def predict_shard(members: list[Member], paths: list[Path], accelerator, batch_s
         for cache in caches:  # one decode per image, cache size and face crop, shared by all its models
             group = [i for i, m in enumerate(members) if (m.view.cache_size, m.view.crop) == cache]
             views_here = list(dict.fromkeys(members[i].view for i in group))
-            ds = EvalImages(paths, cache[0], [build_transform(v) for v in views_here], cache[1])
+            ds = EvalImages(paths, cache[0], [build_transform(v) for v in views_here], cache[1], face_images)
             loader = DataLoader(ds, batch_sampler=batches, num_workers=num_workers,
                                 worker_init_fn=single_threaded_opencv, pin_memory=accelerator.device.type == "cuda")
             for idx, xs, failed in loader:
@@ -105,10 +110,12 @@ def predict_shard(members: list[Member], paths: list[Path], accelerator, batch_s
 
 
 def predict_runs(members: list[Member], paths: list[Path], accelerator, batch_size: int,
-                 num_workers: int, views: tuple[str, ...], pad: bool = False) -> dict[int, Probs]:
+                 num_workers: int, views: tuple[str, ...], pad: bool = False,
+                 face_images: frozenset[int] = frozenset()) -> dict[int, Probs]:
     """Every run's probabilities for all images (rows in `paths` order), gathered from every process.
-    `pad`: every batch has batch_size images (for compiled models)."""
-    idx, probs, problems = predict_shard(members, paths, accelerator, batch_size, num_workers, views, pad)
+    `pad`: every batch has batch_size images (for compiled models); `face_images`: see `predict_shard`."""
+    idx, probs, problems = predict_shard(members, paths, accelerator, batch_size, num_workers, views, pad,
+                                         face_images)
     shards = gather_object([(idx, probs, problems)])  # one (indices, probabilities, problems) per process
     problems = sorted({p for s in shards for p in s[2]})
     if problems:  # raised on every process alike, after the gather
