@@ -6,7 +6,7 @@
 # by tests; the data stays outside the repository (../shared/devbench/README.md). Compare arms afterwards:
 #   python ../shared/devbench/compare.py WORK/devbench/answers.csv --a WORK/runs/A_s{1,2,3}/plain.csv --b ...
 # Usage, from the repo root:
-#   OUT=dir [DEVBENCH=../shared/devbench] [UTK=../shared/external/utkface] [WORK=/tmp/w] [LAUNCH=accelerate
+#   OUT=dir [DEVBENCH=../shared/devbench] [UTK=../shared/external/utkface] [WORK=/tmp/devbench_rows] [LAUNCH=accelerate
 #   config, default single_gpu.yaml] [PAR=5] [NW=3 loader workers] [DEADLINE=545] [SMALL=1: a tiny dry run]
 #   [PY=python3] [ACC=accelerate] [JOBS=file: lines "NAME CACHE SEED key=value..." instead of the built-in
 #   list below] [EAGER_OUT=1: each run's plain.csv into OUT as soon as it is scored] bash bench/devbench_rows.sh
@@ -16,9 +16,13 @@
 set -u
 T0=$(date +%s); DEADLINE=${DEADLINE:-545}; PAR=${PAR:-5}; NW=${NW:-3}
 el() { echo $(( $(date +%s) - T0 )); }
-DB=${DEVBENCH:-../shared/devbench}; UTK=${UTK:-../shared/external/utkface}; W=${WORK:-/tmp/w}
-[ -e $W ] && [ ! -f $W/logs/main.log ] && { echo "WORK=$W exists and is not an earlier run of this script: choose another"; exit 2; }
-rm -rf $W; mkdir -p $W/logs $W/runs $W/flags
+: "${OUT:?set OUT to the folder for the results}"
+DB=${DEVBENCH:-../shared/devbench}; UTK=${UTK:-../shared/external/utkface}; W=${WORK:-/tmp/devbench_rows}
+for v in "$OUT" "$W" "$DB" "$UTK"; do case "$v" in *[[:space:]]*) echo "no spaces in paths, please: '$v'"; exit 2;; esac; done
+mkdir -p "$OUT" && OUT=$(realpath "$OUT") && W=$(realpath -m "$W") || exit 2
+case "$W" in /|"$HOME"|/tmp) echo "WORK=$W: choose a folder of its own"; exit 2;; esac
+[ -e "$W" ] && [ ! -f "$W/.devbench_rows" ] && { echo "WORK=$W exists and is not an earlier run of this script: choose another"; exit 2; }
+rm -rf "$W"; mkdir -p $W/logs $W/runs $W/flags && touch $W/.devbench_rows || exit 2
 PY=${PY:-python3}; M="$PY -m maskds.cli"
 LAUNCH=${LAUNCH:-accelerate_configs/single_gpu.yaml}
 ACC=${ACC:-accelerate}
@@ -28,7 +32,9 @@ else TR=900; EV1=400; EV2=1100; LIM=""; LIM1="--limit 1000"; X=""; XPE=4000; fi
 log "start $(hostname) $(nproc) cores; $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null)"
 
 # 1. runs: NAME CACHE SEED overrides...; priority order (only the imports and caches they use are made)
-[ -n "${JOBS:-}" ] && cp "$JOBS" $W/jobs.txt || cat > $W/jobs.txt <<EOF
+if [ -n "${JOBS:-}" ]; then
+  sed -e 's/[[:space:]]*$//' -e '/^$/d' "$JOBS" > $W/jobs.txt || { echo "JOBS=$JOBS: cannot read it"; exit 2; }
+else cat > $W/jobs.txt <<EOF
 B_s1 c_ext4000 1
 B_s2 c_ext4000 2
 B_s3 c_ext4000 3
@@ -51,6 +57,10 @@ R_s1 c_fx 1 age_head=bands tune_decision=none
 R_s2 c_fx 2 age_head=bands tune_decision=none
 R_s3 c_fx 3 age_head=bands tune_decision=none
 EOF
+fi
+CACHES="c_fx c_whole c_ext4000 c_ext1000 c_extcrop c_extdraw"
+bad=$(awk -v known=" $CACHES " 'NF < 3 || index(known, " " $2 " ") == 0' $W/jobs.txt)
+[ -z "$bad" ] || { echo "JOBS lines need NAME CACHE SEED [key=value ...], CACHE one of: $CACHES; not: $bad"; exit 2; }
 # 2. layout (as ../shared/devbench/build.sh) and the external imports, side by side
 ( $PY $DB/make_layout.py $DB/faces $W/devbench --train $TR --eval $EV1 --seed 11 --preselected > $W/logs/layout1.log 2>&1
   echo rc=$? >> $W/logs/layout1.log ) &
@@ -58,7 +68,7 @@ L1=$!
 ( $PY $DB/make_layout.py $DB/faces_eval_ext $W/evext --train 0 --eval $EV2 --seed 19 --preselected > $W/logs/layout2.log 2>&1
   echo rc=$? >> $W/logs/layout2.log ) &
 L2=$!
-uses() { grep -q " $1 " $W/jobs.txt; }
+uses() { awk -v c="$1" '$2 == c {found = 1} END {exit !found}' $W/jobs.txt; }
 imp() { local name=$1; shift; $M import-faces $UTK $W/$name --format utkface --min-age 18 "$@" > $W/logs/imp_$name.log 2>&1
         echo "rc=$? $(el)s" >> $W/logs/imp_$name.log; }
 uses c_ext4000 && imp ext4000 $LIM --num-proc 3 &
@@ -66,6 +76,8 @@ uses c_ext1000 && imp ext1000 $LIM1 --num-proc 1 &
 uses c_extcrop && imp extcrop $LIM --frame crop --num-proc 2 &
 uses c_extdraw && imp extdraw $LIM --draw-masks --num-proc 10 &
 wait $L1 $L2
+grep -q "^rc=0" $W/logs/layout1.log && grep -q "^rc=0" $W/logs/layout2.log || {
+  log "layout failed: see logs/layout*.log"; tar czf $OUT/logs.tgz -C $W logs; exit 1; }
 cp $W/evext/eval/images/* $W/devbench/eval/images/
 tail -n +2 $W/evext/eval/info.csv >> $W/devbench/eval/info.csv
 tail -n +2 $W/evext/answers.csv >> $W/devbench/answers.csv
@@ -75,8 +87,9 @@ mkdir -p $W/tr && ln -s $W/devbench/train $W/tr/train   # train-only data root: 
 # 3. caches, each as soon as its inputs exist (flags/NAME when done)
 bld() { local name=$1 wait_for=$2; shift 2
         while [ -n "$wait_for" ] && ! grep -q "rc=" $W/logs/imp_$wait_for.log 2>/dev/null; do sleep 2; done
-        $M build $W/tr $W/$name --size 160 120 --folds 5 "$@" > $W/logs/build_$name.log 2>&1 && touch $W/flags/$name
-        log "build $name rc=$?"; }
+        if $M build $W/tr $W/$name --size 160 120 --folds 5 "$@" > $W/logs/build_$name.log 2>&1; then
+          touch $W/flags/$name; log "build $name done"
+        else touch $W/flags/$name.failed; log "build $name FAILED (logs/build_$name.log)"; fi; }
 uses c_fx && bld c_fx "" --face-crop fixed --num-proc 2 &
 uses c_whole && bld c_whole "" --num-proc 2 &
 uses c_ext4000 && bld c_ext4000 ext4000 --face-crop fixed --extra $W/ext4000 --num-proc 3 &
@@ -88,6 +101,7 @@ uses c_extdraw && bld c_extdraw extdraw --face-crop fixed --extra $W/extdraw --n
 job() {  # one line of jobs.txt
   local name=$1 cache=$2 seed=$3; shift 3
   while [ ! -e $W/flags/$cache ]; do
+    [ -e $W/flags/$cache.failed ] && { log "$name: cache $cache failed"; return; }
     sleep 2; [ $(el) -gt $((DEADLINE - 100)) ] && { log "$name: no cache $cache in time"; return; }; done
   [ $(el) -gt $((DEADLINE - 100)) ] && { log "$name: skipped (deadline)"; return; }
   local d=$W/runs/$name t0=$(date +%s); mkdir -p $d
@@ -102,8 +116,12 @@ job() {  # one line of jobs.txt
   [ -n "${EAGER_OUT:-}" ] && cp $d/plain.csv $OUT/$name.csv && cp $W/logs/main.log $OUT/main.log
 }
 export -f job log el; export W T0 DEADLINE PY M LAUNCH ACC NW X OUT EAGER_OUT
-timeout $((DEADLINE - $(el))) bash -c 'xargs -P '$PAR' -L 1 bash -c '"'"'job "$@"'"'"' _ < $W/jobs.txt'
+left=$((DEADLINE - $(el)))
+if [ $left -gt 0 ]; then
+  timeout $left xargs -d '\n' -n 1 -P $PAR bash -c 'job $1' _ < $W/jobs.txt  # $1 unquoted: the line's words
+fi
 log "runs done or deadline"
+kill $(jobs -p) 2>/dev/null  # imports or builds still running
 
 # 5. results back: at most a few files
 cd $W && { [ -n "${EAGER_OUT:-}" ] || tar czf $OUT/csv.tgz runs/*/plain.csv devbench/answers.csv 2>/dev/null; }
