@@ -29,7 +29,7 @@ def test_the_full_split_trains_every_row_and_validates_none(tiny_cache):
 
 def test_full_needs_no_decision_fitted_out_of_fold_and_no_plateau():
     with pytest.raises(UserError) as err:
-        load_config(str(ROOT / "configs/demo.yaml"), ["folds=full"])      # demo.yaml tunes age cuts out of fold
+        load_config(str(ROOT / "configs/demo.yaml"), ["folds=full", "age_head=regression", "tune_decision=age"])
     assert "tune_decision" in str(err.value.problems) and "folds=full" in str(err.value.problems)
     with pytest.raises(UserError) as err:
         load_config(None, ["folds=full", "scheduler=plateau"])

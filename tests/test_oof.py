@@ -31,7 +31,7 @@ def infer(*args) -> subprocess.CompletedProcess:
 def two_fold_run(tiny_cache, tmp_path_factory):
     out = tmp_path_factory.mktemp("oofruns")
     r = launch([*DEMO, f"cache={tiny_cache}", f"output_dir={out}", "name=two", "folds=[0,1]", "epochs=2",
-                "batch_size=8", *TINY], None)
+                "batch_size=8", "age_head=regression", "tune_decision=age", *TINY], None)
     assert r.returncode == 0, r.stderr[-3000:]
     run = out / "two"
     shutil.copy(run / "decision.json", out / "decision_from_train.json")  # before a test refits it
@@ -128,7 +128,7 @@ def test_oof_refuses_a_fold_without_oof_or_folds_from_other_caches(two_fold_run,
 @pytest.mark.parametrize("age_head", ["regression", "distribution"])
 def test_an_age_head_trains_resumes_and_predicts_under_two_processes(age_head, tiny_cache, synth_data, tmp_path):
     common = [*DEMO, f"cache={tiny_cache}", f"output_dir={tmp_path}", "name=age", "folds=[0]", "epochs=2",
-              "batch_size=4", f"age_head={age_head}", *TINY]
+              "batch_size=4", f"age_head={age_head}", "tune_decision=age", *TINY]
     r = launch([*common, "stop_after_epochs=1"], "cpu_2proc.yaml")
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     r = launch([*common, "resume=auto"], "cpu_2proc.yaml")
@@ -138,7 +138,7 @@ def test_an_age_head_trains_resumes_and_predicts_under_two_processes(age_head, t
     best = read_best(fold / "best.safetensors")
     assert best.resolved["age_head"] == age_head and best.config.age_head == age_head
     assert (fold / "oof.csv").is_file()
-    # demo.yaml's tune_decision: age, fitted on the main process (regression), or not fitted (distribution)
+    # tune_decision: age, fitted on the main process (regression), or not fitted (distribution)
     assert (tmp_path / "age" / "decision.json").is_file() == (age_head == "regression")
     out = tmp_path / "sub.csv"
     res = infer("--run", tmp_path / "age", "--data", synth_data / "eval", "--out", out, "--tta", "hflip")
