@@ -166,7 +166,6 @@ def _write(data: Path, cache: Path, train_rows: list[dict], eval_rows: list[dict
                 if rows is None:
                     continue
                 tasks = [(str(data / r["path"]), tuple(size_hw), _row_crop(r, crop)) for r in rows]
-                rows = [{k: v for k, v in r.items() if k != "framing"} for r in rows]
                 splits[name] = _split(rows, tasks, features, num_proc, progress, name, work, failures, fallbacks)
         raise_problems(data, failures)
         if crop:

@@ -14,7 +14,7 @@ from ..core.atomic import atomic_path
 from ..core.errors import UserError
 from ..core.labels import HEAD_NAMES
 from ..core.probabilities import AGE_HEADS, HEAD_TYPES, HeadSpec
-from .config_checks import heads_problems, menu_problems
+from .config_checks import full_fit_problems, heads_problems, menu_problems
 
 FULL_FOLD = -2        # folds=full: the one "fold" that trains on every person and validates on none
 FULL_DIR = "full"     # its folder in the run, beside (or instead of) fold<k>/
@@ -213,15 +213,7 @@ def _check_values(c: TrainConfig) -> None:
         problems.append(f"age_head: {c.age_head!r} needs head=multihead (head=single is one 18-way softmax)")
     if isinstance(c.folds, str) and c.folds not in ("all", "full"):
         problems.append(f"folds: must be 'all', 'full' or a list of fold ids like [0, 2], got {c.folds!r}")
-    if c.folds == "full" and c.tune_decision != "none":
-        problems.append(f"tune_decision: {c.tune_decision!r} is fitted on out-of-fold predictions, which folds=full "
-                        "(no validation fold) has none of: set tune_decision=none (infer.py --decision FILE applies "
-                        "one fitted on a cross-validated run)")
-    if c.folds == "full" and c.validate_raw:
-        problems.append("validate_raw: folds=full has no validation fold to score the raw weights on: set it false")
-    if c.folds == "full" and c.scheduler == "plateau":
-        problems.append("scheduler: plateau follows the validation F1, which folds=full (no validation fold) has "
-                        "none of: choose another scheduler")
+    problems += full_fit_problems(c)
     if isinstance(c.folds, list) and (not c.folds or len(set(c.folds)) != len(c.folds) or min(c.folds) < 0):
         problems.append(f"folds: must list distinct fold ids >= 0, like [0, 2], got {c.folds!r}")
     if c.image_size is not None and (len(c.image_size) != 2 or min(c.image_size) < 8):

@@ -63,3 +63,20 @@ def menu_problems(c) -> list[str]:
         problems.append("sam_rho: SAM is not supported with gradient accumulation (its perturbation needs the "
                         "whole step's gradient); set grad_accum_steps=1 or sam_rho=0")
     return problems
+
+
+def full_fit_problems(c) -> list[str]:
+    """What folds=full (every person, no validation fold) cannot have: anything that reads validation."""
+    if c.folds != "full":
+        return []
+    problems = []
+    if c.tune_decision != "none":
+        problems.append(f"tune_decision: {c.tune_decision!r} is fitted on out-of-fold predictions, which folds=full "
+                        "(no validation fold) has none of: set tune_decision=none (infer.py --decision FILE applies "
+                        "one fitted on a cross-validated run)")
+    if c.validate_raw:
+        problems.append("validate_raw: folds=full has no validation fold to score the raw weights on: set it false")
+    if c.scheduler == "plateau":
+        problems.append("scheduler: plateau follows the validation F1, which folds=full (no validation fold) has "
+                        "none of: choose another scheduler")
+    return problems
