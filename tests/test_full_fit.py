@@ -76,3 +76,16 @@ def test_tune_refuses_full_which_has_no_out_of_fold_score(tmp_path, capsys):
     with pytest.raises(UserError) as err:
         load_config(None, ["folds=full", "validate_raw=true"])
     assert "validate_raw" in str(err.value.problems)
+
+
+def test_an_epoch_with_nothing_validated_prints_its_line_not_an_empty_table():
+    from rich.table import Table
+    from rich.text import Text
+
+    from maskds.training.progress import epoch_table
+    record = {"epoch": 0, "train_loss": 1.5, "images_per_s": 40.0, "raw": None, "ema": None, "best": True}
+    line = epoch_table(FULL_FOLD, 3, record)
+    assert isinstance(line, Text) and "no validation: folds=full" in line.plain and "saved (last epoch)" in line.plain
+    scores = {"loss": 1.0, "macro_f1": 0.5, "mask_f1": 0.9, "gender_f1": 0.8, "age_f1": 0.6, "accuracy": 0.7, "n": 12}
+    table = epoch_table(0, 3, dict(record, ema=scores))
+    assert isinstance(table, Table) and table.row_count == 1

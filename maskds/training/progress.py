@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator, Optional, Union
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from ..core.console import console
 from .config import fold_label
@@ -39,8 +40,9 @@ def train_progress(enabled: bool, description: str, total: int,
         bar.update(task, completed=total, refresh=True)
 
 
-def epoch_table(fold: int, epochs: int, record: dict) -> Table:
-    """Validation scores of the raw and EMA weights side by side (EMA picks the best checkpoint).
+def epoch_table(fold: int, epochs: int, record: dict) -> Union[Table, Text]:
+    """Validation scores of the raw and EMA weights side by side (EMA picks the best checkpoint); with
+    folds=full (nothing validated) the epoch's line alone, not an empty table.
 
     `record` is a metrics.jsonl line (`records.epoch_record`).
     """
@@ -50,6 +52,8 @@ def epoch_table(fold: int, epochs: int, record: dict) -> Table:
         title += "  (no validation: folds=full)" + ("  [green]saved (last epoch)[/]" if record["best"] else "")
     elif record["best"]:
         title += "  [green]new best (EMA F1)[/]"
+    if record["ema"] is None and record["raw"] is None:
+        return Text.from_markup(title)
     table = Table(title=title, title_justify="left")
     table.add_column("weights")
     for _, label in SCORE_KEYS:
