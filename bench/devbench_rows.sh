@@ -95,20 +95,19 @@ tail -n +2 $W/evext/answers.csv >> $W/devbench/answers.csv
 log "layout: $(ls $W/devbench/train/images | wc -l) persons, $(($(wc -l < $W/devbench/answers.csv) - 1)) eval photos"
 mkdir -p $W/tr && ln -s $W/devbench/train $W/tr/train   # train-only data root: the caches skip the eval split
 
-# 3. caches, each as soon as its inputs exist (flags/NAME when done)
-bld() { local name=$1 wait_for=$2; shift 2
+# 3. caches (bld NAME IMPORT H W build-args...), each as soon as its inputs exist (flags/NAME when done)
+bld() { local name=$1 wait_for=$2 h=$3 w=$4; shift 4
         while [ -n "$wait_for" ] && ! grep -q "rc=" $W/logs/imp_$wait_for.log 2>/dev/null; do sleep 2; done
-        local size="160 120"; [ "$name" = c_fx384 ] && size="384 288"
-        if $M build $W/tr $W/$name --size $size --folds 5 "$@" > $W/logs/build_$name.log 2>&1; then
+        if $M build $W/tr $W/$name --size $h $w --folds 5 "$@" > $W/logs/build_$name.log 2>&1; then
           touch $W/flags/$name; log "build $name done"
         else touch $W/flags/$name.failed; log "build $name FAILED (logs/build_$name.log)"; fi; }
-uses c_fx && bld c_fx "" --face-crop fixed --num-proc 2 &
-uses c_fx384 && bld c_fx384 "" --face-crop fixed --num-proc 4 &
-uses c_whole && bld c_whole "" --num-proc 2 &
-uses c_ext4000 && bld c_ext4000 ext4000 --face-crop fixed --extra $W/ext4000 --num-proc 3 &
-uses c_ext1000 && bld c_ext1000 ext1000 --face-crop fixed --extra $W/ext1000 --num-proc 2 &
-uses c_extcrop && bld c_extcrop extcrop --face-crop fixed --extra $W/extcrop --num-proc 2 &
-uses c_extdraw && bld c_extdraw extdraw --face-crop fixed --extra $W/extdraw --num-proc 6 &
+uses c_fx && bld c_fx "" 160 120 --face-crop fixed --num-proc 2 &
+uses c_fx384 && bld c_fx384 "" 384 288 --face-crop fixed --num-proc 4 &
+uses c_whole && bld c_whole "" 160 120 --num-proc 2 &
+uses c_ext4000 && bld c_ext4000 ext4000 160 120 --face-crop fixed --extra $W/ext4000 --num-proc 3 &
+uses c_ext1000 && bld c_ext1000 ext1000 160 120 --face-crop fixed --extra $W/ext1000 --num-proc 2 &
+uses c_extcrop && bld c_extcrop extcrop 160 120 --face-crop fixed --extra $W/extcrop --num-proc 2 &
+uses c_extdraw && bld c_extdraw extdraw 160 120 --face-crop fixed --extra $W/extdraw --num-proc 6 &
 
 # 4. the runs
 job() {  # one line of jobs.txt

@@ -48,12 +48,11 @@ def epoch_table(fold: int, epochs: int, record: dict) -> Union[Table, Text]:
     """
     title = (f"{fold_label(fold)}  epoch {record['epoch'] + 1}/{epochs}  train loss {record['train_loss']:.4f}  "
              f"{record['images_per_s']:.0f} img/s")
-    if record["ema"] is None:  # folds=full: nothing validated; the last epoch's EMA weights are kept
-        title += "  (no validation: folds=full)" + ("  [green]saved (last epoch)[/]" if record["best"] else "")
-    elif record["best"]:
+    if record["ema"] is None:  # folds=full: nothing validated (validate_raw is refused), the last epoch's EMA kept
+        return Text.from_markup(title + "  (no validation: folds=full)"
+                                + ("  [green]saved (last epoch)[/]" if record["best"] else ""))
+    if record["best"]:
         title += "  [green]new best (EMA F1)[/]"
-    if record["ema"] is None and record["raw"] is None:
-        return Text.from_markup(title)
     table = Table(title=title, title_justify="left")
     table.add_column("weights")
     for _, label in SCORE_KEYS:
