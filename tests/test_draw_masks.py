@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from maskds.core.faces import FIXED_BOX
 from maskds.data.draw_masks import PORTRAIT, SHAPES, draw_mask, frame_portrait, person_photos
@@ -60,3 +60,26 @@ def test_a_framed_face_fills_the_fixed_crop_box_of_a_competition_photo():
     ys, xs = np.nonzero(red)
     assert xs.min() > FIXED_BOX[0] * w - 20 and xs.max() < FIXED_BOX[2] * w + 20  # and within the box
     assert ys.min() > FIXED_BOX[1] * h - 20 and ys.max() < FIXED_BOX[3] * h + 20
+
+
+def red_extent(photo: Image.Image) -> tuple[int, int]:
+    """Width and height of the red disc as framed (the darkened, blurred background never reaches r > 230)."""
+    rgb = np.asarray(photo).astype(int)
+    ys, xs = np.nonzero((rgb[..., 0] > 230) & (rgb[..., 1] < 60))
+    return int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)
+
+
+# (face size, red disc's box, landmarks or None): tall and wide faces framed by their middle, and a tall face
+# whose landmarks sit near its top, which the middle square would cut through
+NOT_SQUARE = [((150, 300), (25, 100, 125, 200), None), ((300, 150), (100, 25, 200, 125), None),
+              ((150, 300), (30, 25, 120, 115), np.array([[55, 55], [95, 55], [75, 75], [60, 95], [90, 95]]))]
+
+
+@pytest.mark.parametrize("size, disc, points", NOT_SQUARE)
+def test_a_face_that_is_not_square_is_cut_around_the_face_not_stretched(size, disc, points):
+    face = Image.new("RGB", size, SKIN)
+    ImageDraw.Draw(face).ellipse(disc, fill=(250, 20, 20))
+    rng = np.random.default_rng(0)
+    photo = frame_portrait(face, rng) if points is None else frame_portrait(face, rng, centre=points.mean(0))
+    width, height = red_extent(photo)
+    assert abs(width - height) <= 0.08 * max(width, height), (width, height)  # the disc stays round and whole

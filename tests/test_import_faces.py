@@ -172,3 +172,19 @@ def test_a_bad_preview_is_refused_before_the_import_runs(tmp_path, capsys, previ
                    "--preview", str(tmp_path / preview)]) == 2
     err = capsys.readouterr().err
     assert "--preview" in err and why in err and not out.exists()
+
+
+def test_a_face_that_is_not_square_is_framed_without_stretching(tmp_path):
+    from PIL import ImageDraw
+
+    src, out = tmp_path / "src", tmp_path / "out"
+    src.mkdir()
+    tall = Image.new("RGB", (150, 300), (200, 160, 140))
+    ImageDraw.Draw(tall).ellipse((25, 100, 125, 200), fill=(250, 20, 20))
+    tall.save(src / "a.png")
+    (src / "labels.csv").write_text("image,age,gender\na.png,30,f\n")
+    assert maskds(["import-faces", str(src), str(out), "--format", "csv", "--num-proc", "1"]) == 0
+    rgb = np.asarray(Image.open(out / labels(out).image.iloc[0])).astype(int)
+    ys, xs = np.nonzero((rgb[..., 0] > 230) & (rgb[..., 1] < 60))
+    width, height = xs.max() - xs.min() + 1, ys.max() - ys.min() + 1
+    assert abs(width - height) <= 0.08 * max(width, height), (width, height)  # the disc stays round

@@ -75,10 +75,26 @@ def person_photos(face: Image.Image, points: np.ndarray, rng: np.random.Generato
     return out
 
 
-def frame_portrait(face: Image.Image, rng: np.random.Generator) -> Image.Image:
+def square_around(face: Image.Image, centre=None) -> Image.Image:
+    """The largest square of `face` centred on `centre` (x, y; the middle when None) as far as the image
+    allows: a face that is not square is cut to one, so that framing it never stretches it."""
+    w, h = face.size
+    if w == h:
+        return face
+    side = min(w, h)
+    cx, cy = (w / 2, h / 2) if centre is None else (float(centre[0]), float(centre[1]))
+    x0 = round(min(max(cx - side / 2, 0), w - side))
+    y0 = round(min(max(cy - side / 2, 0), h - side))
+    return face.crop((x0, y0, x0 + side, y0 + side))
+
+
+def frame_portrait(face: Image.Image, rng: np.random.Generator, centre=None) -> Image.Image:
     """An aligned face crop placed as a 384x512 chest-up photo: the face fills the upper-centre box that
     `maskds build --face-crop fixed` crops (core.faces.FIXED_BOX), on a blurred, darkened copy of itself
-    with shoulders below, so that the fixed crop, MTCNN and the whole photo all see a competition-like photo."""
+    with shoulders below, so that the fixed crop, MTCNN and the whole photo all see a competition-like photo.
+    A face that is not square is first cut to the square around `centre` (e.g. its landmarks' mean; the
+    middle when None), never stretched."""
+    face = square_around(face, centre)
     w, h = PORTRAIT
     small = face.resize((w // 8, h // 8), Image.BILINEAR).filter(ImageFilter.GaussianBlur(2))
     canvas = ImageEnhance.Brightness(small.resize((w, h), Image.BILINEAR)).enhance(float(rng.uniform(0.55, 0.9)))

@@ -65,12 +65,12 @@ def _process(task: tuple[int, FaceRecord, ImportOptions, str]) -> tuple[int, lis
         points = landmarks(face)
         if points is None:
             return k, None, "no landmarks"
-        photos = person_photos(face, points, rng)
+        photos, centre = person_photos(face, points, rng), points.mean(0)
     else:
-        photos = {"normal": face}
+        photos, centre = {"normal": face}, None
     written = []
     for stem, img in photos.items():
-        img = frame_portrait(img, rng) if opt.frame == "portrait" else img
+        img = frame_portrait(img, rng, centre) if opt.frame == "portrait" else img
         name = f"images/{k:06d}_{stem}.jpg"
         img.save(Path(folder) / name, quality=92)
         state = MASK_NAMES[PHOTOS[stem][1]] if opt.draw_masks else opt.mask_state
