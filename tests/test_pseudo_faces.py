@@ -82,3 +82,54 @@ def test_a_head_the_run_did_not_learn_is_refused_and_unlabelled_rows_are_labelle
     assert "--heads age: run" in capsys.readouterr().err and not (tmp_path / "o1").exists()
     assert maskds([*args, "--heads", "gender", str(tmp_path / "o2")]) == 0  # rows with no label at all: labelled
     assert (pd.read_csv(tmp_path / "o2" / "labels.csv", dtype=str, keep_default_na=False).gender != "").all()
+
+
+def fake_probs(monkeypatch, by_image: dict[str, dict[str, list[float]]]) -> None:
+    """`pseudo --faces` answers with these probabilities per image (head -> probabilities), not a run's."""
+    from maskds.data import pseudo_faces
+
+    def predict(run, paths, tta, batch_size, heads, face_images=frozenset()):
+        return {h: np.array([by_image[p.name][h] for p in paths]) for h in heads}
+
+    monkeypatch.setattr(pseudo_faces, "_predict", predict)
+
+
+def test_a_persons_photos_get_one_label_from_their_mean_and_known_labels_apply_to_all(tmp_path, monkeypatch):
+    from PIL import Image
+
+    folder = tmp_path / "faces"
+    folder.mkdir()
+    rows = [  # image, mask, gender, age, person; the run's gender, mask and age probabilities
+        ("a1", "", "", "", "A", [0.9, 0.1], [0.9, 0.05, 0.05], [0.8, 0.1, 0.1]),  # A: mean male 0.67, age 0-29
+        ("a2", "", "", "", "A", [0.3, 0.7], [0.05, 0.05, 0.9], [0.3, 0.1, 0.6]),  # ...guessed alone: female, 60-
+        ("a3", "", "", "", "A", [0.8, 0.2], [0.9, 0.05, 0.05], [0.8, 0.1, 0.1]),
+        ("b1", "", "female", "", "B", [0.5, 0.5], [0.9, 0.05, 0.05], [0.2, 0.7, 0.1]),  # B: known female
+        ("b2", "", "", "", "B", [0.99, 0.01], [0.9, 0.05, 0.05], [0.2, 0.7, 0.1]),   # ...guessed male alone
+        ("b3", "", "", "34", "B", [0.99, 0.01], [0.9, 0.05, 0.05], [0.9, 0.05, 0.05]),  # known age 34
+        ("c1", "", "", "", "C", [0.95, 0.05], [0.9, 0.05, 0.05], [0.9, 0.05, 0.05]),  # C: mean 0.525, unsure
+        ("c2", "", "", "", "C", [0.1, 0.9], [0.9, 0.05, 0.05], [0.05, 0.9, 0.05]),
+        ("d1", "", "female", "", "D", [0.9, 0.1], [0.9, 0.05, 0.05], [0.9, 0.05, 0.05]),  # D: known both ways
+        ("d2", "", "male", "", "D", [0.9, 0.1], [0.9, 0.05, 0.05], [0.9, 0.05, 0.05]),
+        ("d3", "", "", "", "D", [0.9, 0.1], [0.9, 0.05, 0.05], [0.9, 0.05, 0.05]),
+        ("e1", "", "", "", "", [0.1, 0.9], [0.9, 0.05, 0.05], [0.9, 0.05, 0.05]),    # no person: on its own
+    ]
+    for r in rows:
+        Image.new("RGB", (24, 32), (100, 80, 60)).save(folder / f"{r[0]}.jpg")
+    (folder / "labels.csv").write_text("image,mask,gender,age,person\n" + "".join(
+        f"{r[0]}.jpg,{r[1]},{r[2]},{r[3]},{r[4]}\n" for r in rows))
+    fake_probs(monkeypatch, {f"{r[0]}.jpg": {"gender": r[5], "mask": r[6], "age": r[7]} for r in rows})
+    out = tmp_path / "labelled"
+    assert maskds(["pseudo", "--faces", str(folder), "--run", str(tmp_path / "run"), str(out), "--min-prob", "0.6",
+                   "--heads", "mask,gender,age"]) == 0
+    got = pd.read_csv(out / "labels.csv", dtype=str, keep_default_na=False).set_index("image")
+    g = {i[:-4]: v for i, v in got.gender.items()}
+    a = {i[:-4]: v for i, v in got.age.items()}
+    m = {i[:-4]: v for i, v in got["mask"].items()}
+    assert [g["a1"], g["a2"], g["a3"]] == ["male"] * 3                   # one label: the person's mean
+    assert [a["a1"], a["a2"], a["a3"]] == [AGE_RANGES[0]] * 3
+    assert [g["b1"], g["b2"], g["b3"]] == ["female"] * 3                 # known on one photo: on all of them
+    assert [a["b1"], a["b2"], a["b3"]] == ["34"] * 3
+    assert [g["c1"], g["c2"]] == ["", ""] and [a["c1"], a["c2"]] == ["", ""]  # the mean is below --min-prob
+    assert [g["d1"], g["d2"], g["d3"]] == ["female", "male", ""]         # known both ways: nothing guessed
+    assert g["e1"] == "female"                                            # no person: the photo alone
+    assert [m["a1"], m["a2"], m["a3"]] == ["wear", "not_wear", "wear"]    # the mask is each photo's own

@@ -4,8 +4,11 @@
 DIR is an `--extra` folder (`labels.csv` + images, e.g. from `maskds import-faces --format folder`, which frames
 bare faces as the competition's photos), or any folder of images (every image, nothing known). For each head
 asked (`--heads`, default gender and age) an empty cell is filled where the run's probability of its best value
-is at least `--min-prob`; known labels are kept. The age head gives a band, written as the age range it stands
-for (0-29, 30-59, 60-), which training learns as that band. Rows left with no label are dropped (counted).
+is at least `--min-prob`; known labels are kept. Gender and age belong to a person (the `person` column, e.g. the
+seven photos of `import-faces --draw-masks`): a label known on one of its photos is given to all of them, and
+otherwise the mean of its photos' probabilities decides, for all of them at once; the mask is each photo's own.
+The age head gives a band, written as the age range it stands for (0-29, 30-59, 60-), which training learns as
+that band. Rows left with no label are dropped (counted).
 OUT gets `labels.csv` and the images (hard links where possible); it appears whole or not at all.
 """
 from __future__ import annotations
@@ -49,18 +52,46 @@ def read_faces(folder: Path) -> pd.DataFrame:
     return df[["image", "mask", "gender", "age", "person", "framing"]]
 
 
+def persons(df: pd.DataFrame) -> np.ndarray:
+    """Each row's person as a group number: rows of one `person` share one; a row without a person is its own."""
+    person = df.person.str.strip().to_numpy()
+    alone = np.array([f"row {i}" for i in range(len(df))], dtype=object)
+    return pd.factorize(np.where(person != "", "person " + person.astype(object), alone))[0]
+
+
+def fill_head(cells: np.ndarray, p: np.ndarray, group: np.ndarray, names: tuple[str, ...],
+              min_prob: float) -> tuple[np.ndarray, int, int]:
+    """One head's cells (stripped strings) with each group's empty cells filled: the group's one known label,
+    or, where it has none, the best value of its photos' mean probability where that reaches `min_prob`.
+    A group with two different known labels gets nothing (either would contradict a photo).
+    Returns (cells, cells guessed, groups left with different known labels)."""
+    known = pd.Series(cells, dtype=object).where(cells != "").groupby(group)
+    n_known, first = known.transform("nunique").to_numpy(), known.transform("first").to_numpy()
+    mean = pd.DataFrame(p).groupby(group).transform("mean").to_numpy()
+    empty = cells == ""
+    given = empty & (n_known == 1)
+    sure = empty & (n_known == 0) & (mean.max(axis=1) >= min_prob)
+    out = cells.copy()
+    out[given] = first[given]
+    out[sure] = [names[i] for i in mean.argmax(axis=1)[sure]]
+    return out, int(sure.sum()), len(np.unique(group[empty & (n_known > 1)]))
+
+
 def guess(df: pd.DataFrame, probs: dict[str, np.ndarray], heads: list[str],
-          min_prob: float) -> tuple[pd.DataFrame, dict]:
-    """`df` with the empty cells of `heads` filled where the run is sure enough; (rows, filled count per head)."""
+          min_prob: float) -> tuple[pd.DataFrame, dict, dict]:
+    """`df` with the empty cells of `heads` filled (see the module docstring); (rows, cells guessed per head,
+    persons with different known labels per head, whose empty cells stay empty)."""
     df = df.copy()
     names = {"mask": MASK_NAMES, "gender": GENDER_NAMES, "age": AGE_RANGES}
-    filled = {}
+    group = persons(df)
+    filled, mixed = {}, {}
     for head in heads:
-        p = probs[head]
-        sure = (p.max(axis=1) >= min_prob) & (df[head].str.strip() == "").to_numpy()
-        df.loc[sure, head] = [names[head][i] for i in p.argmax(axis=1)[sure]]
-        filled[head] = int(sure.sum())
-    return df, filled
+        # a person's photos differ in their mask (--draw-masks draws several); gender and age are the person's
+        by = np.arange(len(df)) if head == "mask" else group
+        cells, filled[head], mixed[head] = fill_head(df[head].str.strip().to_numpy(dtype=object), probs[head], by,
+                                                     names[head], min_prob)
+        df[head] = cells
+    return df, filled, mixed
 
 
 def _predict(run: Path, paths: list[Path], tta: str, batch_size: int, heads: list[str],
@@ -100,13 +131,17 @@ def pseudo_faces(folder: str | Path, run: str | Path, out: str | Path, heads: li
     df = read_faces(folder)
     faces = frozenset(i for i, f in enumerate(df.framing) if f.strip() == "face")  # seen as `maskds build` cuts them
     probs = _predict(run, [folder / p for p in df.image], tta, batch_size, heads, faces)
-    df, filled = guess(df, probs, heads, min_prob)
+    df, filled, mixed = guess(df, probs, heads, min_prob)
     labelled = df[(df[["mask", "gender", "age"]] != "").any(axis=1)]
     if labelled.empty:
         raise UserError(f"no image reached --min-prob {min_prob} for {', '.join(heads)}; nothing was written")
     _write(folder, out, labelled)
     console.print(f"wrote {out}: {len(labelled)} of {len(df)} images with a label; guessed at --min-prob {min_prob}: "
                   + ", ".join(f"{h} {n}" for h, n in filled.items()))
+    for head, n in mixed.items():
+        if n:
+            console.print(f"[yellow]{head}: {n} person(s) have different known labels on their photos; their "
+                          "photos without one were left without one[/]")
     return out
 
 
