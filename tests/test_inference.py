@@ -231,7 +231,7 @@ def bad_inputs(tmp_path, eval_dir):
         "info.csv without ans": (lambda: (eval_dir / "info.csv").write_text("ImageID\nf3.png\n"), [], "no ans column"),
         "run without weights": (None, ["--run", str(tmp_path / "empty_run")], "holds no fold<k>/best.safetensors"),
         "run that does not exist": (None, ["--run", str(tmp_path / "nope")], "nope does not exist"),
-        "fold that does not exist": (None, ["--run", str(run), "--folds", "0", "3"], "no weights for fold(s) [3]"),
+        "fold that does not exist": (None, ["--run", str(run), "--folds", "0", "3"], "no weights for fold 3"),
         "weights count": (None, ["--run", str(run), "--weights", "1", "2"], "2 weight(s) for 1 --run"),
         "truncated image": (lambda: (images / "a0.jpg").write_bytes((images / "a0.jpg").read_bytes()[:-1500]), [],
                             "a0.jpg cannot be decoded"),
@@ -278,3 +278,37 @@ def test_auto_precision_is_the_launch_configs_else_bf16_on_a_gpu_else_none(monke
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "fp16")
     assert inference_precision("auto") == "fp16"
 
+
+
+@pytest.mark.parametrize("given, folds", [(["full"], [-2]), (["0,1,full"], [0, 1, -2]), (["0", "1"], [0, 1]),
+                                          (["1,", "full"], [1, -2])])
+def test_folds_name_the_full_model_full_alone_or_in_a_list(given, folds):
+    from maskds.inference.cli import parse_args
+    from maskds.training.config import FULL_FOLD
+
+    assert FULL_FOLD == -2
+    assert parse_args(["--run", "r", "--data", "d", "--out", "o.csv", "--folds", *given]).folds == folds
+
+
+@pytest.mark.parametrize("given", ["-2", "one", "0,x"])
+def test_folds_refuse_what_is_neither_a_fold_number_nor_full(given, capsys):
+    from maskds.inference.cli import parse_args
+
+    with pytest.raises(SystemExit) as exit_:
+        parse_args(["--run", "r", "--data", "d", "--out", "o.csv", "--folds", given])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "--folds" in err and "full" in err
+
+
+def test_a_missing_model_is_named_full_never_fold_minus_2(tmp_path, eval_dir, capsys):
+    run = make_run(tmp_path / "run", folds=(0,))
+    out = tmp_path / "out" / "submission.csv"
+    assert main(["--run", str(run), "--folds", "0,full", "--data", str(eval_dir), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "no weights for full" in err and "it has fold 0" in err and "-2" not in err
+    (run / "fold0").rename(run / "full")   # a run trained with folds=full only
+    assert main(["--run", str(run), "--folds", "1", "--data", str(eval_dir), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "no weights for fold 1" in err and "it has full" in err and "-2" not in err
+    assert not (tmp_path / "out").exists()

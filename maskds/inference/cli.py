@@ -15,6 +15,7 @@ from ..core.errors import UserError
 from ..core.labels import HEAD_NAMES
 from ..core.probabilities import Probs, to_frame
 from ..evaluation.decision import DECISION_FILE, Decision, load_decision
+from ..training.config import parse_folds
 from .assemble import assemble, check_learned, parse_heads
 from .inputs import find_checkpoints, read_info
 from .models import Member, check_heads, load_member, make_accelerator
@@ -54,8 +55,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--tta", default="none", metavar="VIEWS",
                    help=f"test-time augmentation, averaged: a preset ({presets}) or comma-separated views "
                    f"of {', '.join(VIEWS)} (zoom/shrink: 1.1x / 0.9x about the centre)")
-    p.add_argument("--folds", type=int, nargs="+", default=None, metavar="K",
-                   help="only these folds of each run (default: every fold<k>, and full/ from folds=full)")
+    p.add_argument("--folds", nargs="+", default=None, metavar="K",
+                   help="only these models of each run: fold numbers and full (the folds=full model), e.g. "
+                   "--folds 0,1,full (default: every fold<k>, and full/)")
     p.add_argument("--decision", type=Path, default=None, metavar="JSON",
                    help="a tuned decision (class weights, or a regression age head's band cuts) to apply; "
                    "default: the run's decision.json when "
@@ -76,6 +78,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     a = p.parse_args(argv)
     if (a.batch_size is not None and a.batch_size < 1) or (a.num_workers is not None and a.num_workers < 0):
         p.error("--batch-size must be >= 1 and --num-workers >= 0")
+    if a.folds is not None:
+        try:
+            a.folds = parse_folds(",".join(a.folds))
+        except ValueError as err:
+            p.error(f"--folds: {err}")
     return a
 
 

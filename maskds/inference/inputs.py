@@ -7,14 +7,14 @@ import pandas as pd
 from PIL import Image
 
 from ..core.errors import UserError
-from ..training.config import FULL_DIR, FULL_FOLD
+from ..training.config import FULL_DIR, FULL_FOLD, fold_label
 
 SHOW = 10  # problems listed by name before "and N more"
 
 
 def find_checkpoints(run: Path, folds: list[int] | None) -> list[tuple[int, Path]]:
     """(fold, best.safetensors) pairs of a run folder: every `fold<k>/` and `full/` (folds=full, fold id
-    FULL_FOLD), or only the folds named."""
+    FULL_FOLD), or only the folds named (`config.parse_folds`); messages name them as `fold_label` does."""
     if not run.is_dir():
         raise UserError(f"run folder {run} does not exist; pass --run runs/<name> as written by train.py")
     found = {}
@@ -31,7 +31,9 @@ def find_checkpoints(run: Path, folds: list[int] | None) -> list[tuple[int, Path
         return sorted(found.items())
     missing = [k for k in folds if k not in found]
     if missing:
-        raise UserError(f"run folder {run} has no weights for fold(s) {missing}; it has folds {sorted(found)}")
+        def names(ks):  # the folds first, then full
+            return ", ".join(fold_label(k) for k in sorted(ks, key=lambda k: (k == FULL_FOLD, k)))
+        raise UserError(f"run folder {run} has no weights for {names(missing)}; it has {names(found)}")
     return [(k, found[k]) for k in folds]
 
 

@@ -26,8 +26,22 @@ def fold_dir_name(fold: int) -> str:
 
 
 def fold_label(fold: int) -> str:
-    """How progress lines name a fold: "fold k", or "full" (folds=full)."""
+    """How messages name a fold: "fold k", or "full" (folds=full)."""
     return FULL_DIR if fold == FULL_FOLD else f"fold {fold}"
+
+
+def parse_folds(text: str) -> list[int]:
+    """Fold ids from a comma-separated list of fold numbers and `full` (folds=full's model), e.g. "0,1,full",
+    in order, each once; ValueError naming an item that is neither."""
+    folds = []
+    for item in (i.strip() for i in text.split(",")):
+        if item == FULL_DIR:
+            folds.append(FULL_FOLD)
+        elif item.isdigit():
+            folds.append(int(item))
+        elif item:
+            raise ValueError(f"{item!r} is neither a fold number nor {FULL_DIR}; e.g. 0,1,{FULL_DIR}")
+    return list(dict.fromkeys(folds))
 
 
 @dataclass(frozen=True)
