@@ -12,7 +12,9 @@ def _import_faces(a: argparse.Namespace) -> int:
     from .data.face_sources import CsvColumns
     from .data.import_faces import ImportOptions, import_faces
 
-    cols = CsvColumns(a.labels, a.image_col, a.age_col, a.gender_col, a.male, a.female)
+    # a set given on the command line replaces its own default only (None: CsvColumns' default)
+    given = {k: v for k, v in (("male", a.male), ("female", a.female)) if v is not None}
+    cols = CsvColumns(a.labels, a.image_col, a.age_col, a.gender_col, **given)
     opt = ImportOptions(frame=a.frame, draw_masks=a.draw_masks, mask_state=a.mask_state, seed=a.seed)
     import_faces(a.src, a.out, a.format, cols, opt, min_age=a.min_age, limit=a.limit, num_proc=a.num_proc,
                  preview=a.preview)
@@ -66,10 +68,10 @@ def add_import_faces(sub) -> None:
     i.add_argument("--image-col", default="image", help="csv: column of image paths, relative to SRC (default image)")
     i.add_argument("--age-col", default="age", help="csv: column of ages, whole years or ranges (default age)")
     i.add_argument("--gender-col", default="gender", help="csv: column of genders (default gender)")
-    i.add_argument("--male", nargs="+", default=["male", "m", "0"], metavar="V",
-                   help="csv: values meaning male, any case (default: male m 0)")
-    i.add_argument("--female", nargs="+", default=["female", "f", "1"], metavar="V",
-                   help="csv: values meaning female, any case (default: female f 1)")
+    i.add_argument("--male", nargs="+", default=None, metavar="V",
+                   help="csv: values meaning male, any case (default: male m 0); given, it replaces this default only")
+    i.add_argument("--female", nargs="+", default=None, metavar="V",
+                   help="csv: values meaning female, any case (default: female f 1); no value may be in both sets")
     i.add_argument("--draw-masks", action="store_true",
                    help="seven photos per face: 5 masks worn, 1 worn incorrectly (nose out or under the chin), "
                    "1 without; faces where MTCNN finds no landmarks are skipped and listed in OUT/skipped.txt")

@@ -174,6 +174,33 @@ def test_a_bad_preview_is_refused_before_the_import_runs(tmp_path, capsys, previ
     assert "--preview" in err and why in err and not out.exists()
 
 
+def two_coded_faces(src):
+    """Two faces in a CSV whose genders are coded 0 and 1 (which is which is up to --male / --female)."""
+    face(src / "a.jpg")
+    face(src / "b.jpg")
+    (src / "labels.csv").write_text("image,age,gender\na.jpg,30,0\nb.jpg,31,1\n")
+
+
+@pytest.mark.parametrize("given, shared", [(["--female", "0"], "'0'"),                    # against the default male set
+                                           (["--male", "M", "x", "--female", "X"], "'x'")])  # any case
+def test_male_and_female_values_that_overlap_are_refused_naming_the_value(tmp_path, capsys, given, shared):
+    src, out = tmp_path / "src", tmp_path / "out"
+    two_coded_faces(src)
+    assert maskds(["import-faces", str(src), str(out), "--format", "csv", "--num-proc", "1", *given]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "--male" in err and "--female" in err and shared in err, err
+    assert not out.exists() and not list(tmp_path.glob(".out.importing-*"))
+
+
+def test_a_gender_set_given_replaces_its_own_default_only(tmp_path):
+    src, out = tmp_path / "src", tmp_path / "out"
+    two_coded_faces(src)
+    assert maskds(["import-faces", str(src), str(out), "--format", "csv", "--num-proc", "1",
+                   "--male", "1", "--female", "0"]) == 0
+    assert labels(out).sort_values("age").gender.tolist() == ["female", "male"]
+
+
+
 def test_a_face_that_is_not_square_is_framed_without_stretching(tmp_path):
     from PIL import ImageDraw
 

@@ -100,8 +100,25 @@ def _labels_file(src: Path, cols: CsvColumns, problems: list[str]) -> Path | Non
     return found[0]
 
 
+def gender_overlap(cols: CsvColumns) -> str | None:
+    """Why `cols`' male and female values cannot be told apart (a value in both, any case), or None."""
+    shared = sorted({v.lower() for v in cols.male} & {v.lower() for v in cols.female})
+    if not shared:
+        return None
+    default = CsvColumns()
+    sets = [f"{'the default ' if values == getattr(default, key) else ''}--{key} {' '.join(values)}"
+            for key, values in (("male", cols.male), ("female", cols.female))]
+    return (f"{sets[0]} and {sets[1]} share {', '.join(map(repr, shared))}: a value can mean one gender only; "
+            "give both --male and --female without it (a set given replaces its own default only)")
+
+
 def read_csv_source(src: Path, cols: CsvColumns, problems: list[str]) -> list[FaceRecord]:
-    """A CSV naming each image (a path under SRC or the CSV's folder), its age and gender."""
+    """A CSV naming each image (a path under SRC or the CSV's folder), its age and gender; male and female
+    values that overlap are a problem (no row is read then)."""
+    overlap = gender_overlap(cols)
+    if overlap:  # a shared value would silently become male
+        problems.append(overlap)
+        return []
     path = _labels_file(src, cols, problems)
     if path is None:
         return []
