@@ -200,6 +200,16 @@ def test_a_gender_set_given_replaces_its_own_default_only(tmp_path):
     assert labels(out).sort_values("age").gender.tolist() == ["female", "male"]
 
 
+def test_a_limit_above_the_number_of_faces_says_the_set_holds_fewer(tmp_path, capsys):
+    src = tmp_path / "utk"
+    for age in (10, 20, 30, 40):
+        face(src / f"{age}_0_0_2017.jpg.chip.jpg")
+    assert maskds(["import-faces", str(src), str(tmp_path / "out"), "--format", "utkface", "--min-age", "18",
+                   "--limit", "500", "--num-proc", "1"]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "warning" in err and "3 faces" in err and "fewer than --limit 500" in err, err
+    assert len(labels(tmp_path / "out")) == 3
+
 
 def test_a_face_that_is_not_square_is_framed_without_stretching(tmp_path):
     from PIL import ImageDraw

@@ -144,6 +144,10 @@ def import_faces(src: str | Path, out: str | Path, fmt: str, cols: CsvColumns | 
     faces = _select(faces, min_age, limit, opt.seed)
     if not faces:
         raise UserError(f"{src}: no face is at least --min-age {min_age} years old; nothing was written")
+    if limit is not None and len(faces) < limit:  # the user asked for more: say so rather than import less silently
+        aged = f" at least --min-age {min_age} years old" if min_age else ""
+        console.print(f"[yellow]warning:[/] {src} holds {len(faces)} faces{aged}, fewer than --limit {limit}; "
+                      f"importing all {len(faces)}")
     work = temp_dir(out, "importing")
     try:
         (work / "images").mkdir()
