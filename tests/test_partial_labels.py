@@ -2,12 +2,11 @@
 holds them in a fold that never validates, and the loss skips the heads a row has no label for."""
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from PIL import Image, ImageOps
 
 from maskds.cli import main as maskds
 from maskds.core.labels import EXTRA as EXTRA_ROW
@@ -26,12 +25,13 @@ EXTRA = [("wear", "", ""), ("", "female", "34"), ("", "", "61"), ("not_wear", "m
 
 
 def make_extra(root, synth_data, cells=EXTRA):
-    """An --extra folder: images copied from the synthetic train set, labels.csv with the given cells."""
+    """An --extra folder: images of the synthetic train set, mirrored (a competition photo's own bytes would be
+    refused), and labels.csv with the given cells."""
     (root / "imgs").mkdir(parents=True)
     sources = sorted((synth_data / "train" / "images").glob("*/*.jpg"))[: len(cells)]
     lines = ["image,mask,gender,age"]
     for i, (src, (m, g, a)) in enumerate(zip(sources, cells)):
-        shutil.copy(src, root / "imgs" / f"x{i}.jpg")
+        ImageOps.mirror(Image.open(src)).save(root / "imgs" / f"x{i}.jpg")
         lines.append(f"imgs/x{i}.jpg,{m},{g},{a}")
     (root / "labels.csv").write_text("\n".join(lines) + "\n")
     return root

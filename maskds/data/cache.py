@@ -17,7 +17,7 @@ from ..core.faces import CROP_METHODS, FACE_IMAGE, MARGIN
 from ..core.errors import UserError
 from .corrections import apply_corrections, load_corrections
 from .encode import imap_encode, progress_bar, undecodable
-from .extra import check_extra, extra_fingerprint
+from .extra import age_unused_note, check_extra, check_not_competition, extra_fingerprint
 from .folds import assign_folds, person_table
 from .layout import Layout, raise_problems, scan
 from .summary import counts, print_summary
@@ -219,6 +219,11 @@ def build_cache(data: str | Path, cache: str | Path, size_hw=(384, 288), folds: 
     if layout.problems:
         # Report every problem together: decode what was found too before giving up.
         raise_problems(data, layout.problems + undecodable(data, layout.found, num_proc))
+    if extra_rows:
+        check_not_competition(extra_rows, data, [r.path for r in layout.train])
+        note = age_unused_note(extra_rows)
+        if note:
+            console.print(f"[yellow]warning:[/] {note}")
     args = {"size": list(size_hw), "folds": folds, "seed": seed, "corrections": corr.source}
     if face_crop != "none":
         args["face_crop"] = [face_crop, float(face_margin)]
@@ -243,7 +248,8 @@ def build_cache(data: str | Path, cache: str | Path, size_hw=(384, 288), folds: 
             "corrections": {"source": corr.source, "sha256": corr.sha256, "applied": applied,
                             "not_found": missing},
             "inputs_fingerprint": fingerprint, "data": str(data.resolve()),
-            "counts": {**counts(train_rows, eval_rows, folds), "extra_images": len(extra_rows)}}
+            "counts": {**counts(train_rows, eval_rows, folds), "extra_images": len(extra_rows),
+                       "extra_age_unused": sum(bool(r["age_unused"]) for r in extra_rows)}}
     seconds = _write(data, cache, train_rows, eval_rows, size_hw, num_proc, meta, extra_rows)
     n = len(train_rows) + len(extra_rows) + len(eval_rows or [])
     print_summary(meta, Console())

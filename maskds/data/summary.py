@@ -47,6 +47,8 @@ def print_summary(meta: dict, console: Console) -> None:
     for kind in ("extra", "pseudo"):  # training rows that never validate (partial or pseudo labels)
         if c.get(f"{kind}_images"):
             head.add_row(f"{kind} images (train only)", str(c[f"{kind}_images"]))
+    if c.get("extra_age_unused"):  # an age range across two bands: the row's other labels train
+        head.add_row("extra images, age not used (a range across two bands)", str(c["extra_age_unused"]))
     for name, values in (("mask", c["mask"]), ("gender", c["gender"]), ("age", c["age_band"])):
         for label, n in zip(labels.HEADS[name], values):
             head.add_row(f"{name} {label}", f"{n} ({n / max(c['train_images'], 1):.0%})")
