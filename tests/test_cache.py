@@ -172,3 +172,34 @@ def test_cli_build_with_a_corrupt_image_fails_naming_it(synth_data, tmp_path):
     assert str(bad) in proc.stderr
     assert not cache.exists()
     assert [p.name for p in tmp_path.iterdir()] == ["d"]
+
+
+@pytest.mark.parametrize("rule", [None, 1])
+def test_a_face_crop_cache_cut_by_another_fixed_box_rule_is_not_reused(synth_data, tmp_path, rule):
+    """A cache whose build arguments lack the fixed box's rule (built before it was recorded) or name an older
+    one is refused, at build and at load, with the command that rebuilds it; --force rebuilds it."""
+    data = _small(synth_data, tmp_path)
+    cache = tmp_path / "cache"
+    build_cache(data, cache, size_hw=(32, 24), folds=2, num_proc=1, face_crop="fixed", face_margin=0.2)
+    meta = json.loads((cache / META_NAME).read_text())
+    current = meta["args"].pop("face_box_rule", None)
+    assert current is not None and current != rule
+    if rule is not None:
+        meta["args"]["face_box_rule"] = rule
+    (cache / META_NAME).write_text(json.dumps(meta))
+    command = f"maskds build {data.resolve()} {cache} --size 32 24 --folds 2 --seed 42 --face-crop fixed " \
+              "--face-margin 0.2 --force"
+    with pytest.raises(UserError) as err:
+        build_cache(data, cache, size_hw=(32, 24), folds=2, num_proc=1, face_crop="fixed", face_margin=0.2)
+    assert "face_box_rule" in str(err.value) and command in str(err.value)
+    with pytest.raises(UserError) as err:
+        load_cache(cache)
+    assert "fixed face box" in str(err.value) and command in str(err.value)
+    build_cache(data, cache, size_hw=(32, 24), folds=2, num_proc=1, face_crop="fixed", face_margin=0.2, force=True)
+    assert load_cache(cache)[1]["args"]["face_box_rule"] == current
+
+
+def test_a_whole_photo_cache_records_no_face_box_rule(synth_data, tmp_path):
+    data = _small(synth_data, tmp_path)
+    build_cache(data, tmp_path / "cache", size_hw=(32, 24), folds=2, num_proc=1)
+    assert "face_box_rule" not in load_cache(tmp_path / "cache")[1]["args"]

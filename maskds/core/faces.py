@@ -23,6 +23,10 @@ CROP_METHODS = ("none", "fixed", "mtcnn")
 FACE_IMAGE = "face"  # the crop of an image that already is a face crop (an `--extra` row marked `framing: face`)
 FIXED_BOX = (0.18, 0.17, 0.82, 0.64)  # x0, y0, x1, y1 as fractions of a 3:4 portrait: its face
 PORTRAIT_W_H = 3 / 4                   # the shape FIXED_BOX was measured on (the competition's 384x512)
+# The rule that places FIXED_BOX, recorded in a face-cropped cache's build arguments (`face_box_rule`): a cache
+# cut by another rule holds other crops than inference cuts now. 1: FIXED_BOX on the whole photo; 2: on its
+# largest centred 3:4 window (`fixed_box`). Change it with any change to where a fixed box falls.
+FIXED_BOX_RULE = 2
 MARGIN = 0.15                          # added on each side, as a fraction of the box's width/height
 DETECT_SIDE = 320                      # the detector sees the photo scaled to this longer side
 MIN_FACE = 40                          # smallest face the detector looks for, at DETECT_SIDE (pixels)

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from ..core.atomic import temp_dir
-from ..core.faces import CROP_METHODS, FACE_IMAGE, MARGIN
+from ..core.faces import CROP_METHODS, FACE_IMAGE, FIXED_BOX_RULE, MARGIN
 from ..core.errors import UserError
 from .corrections import apply_corrections, load_corrections
 from .encode import imap_encode, progress_bar, undecodable
@@ -72,6 +72,29 @@ def inputs_fingerprint(data: Path, layout: Layout, corrections_sha: str | None) 
     return h.hexdigest()
 
 
+def rebuild_command(data: str | Path, cache: str | Path, args: dict) -> str:
+    """The `maskds build ... --force` command that rebuilds a cache with its build arguments `args`."""
+    cmd = ["maskds build", str(data), str(cache), "--size", *map(str, args["size"]), "--folds", str(args["folds"]),
+           "--seed", str(args["seed"])]
+    if args.get("corrections", "default") != "default":
+        cmd += ["--corrections", str(args["corrections"])]
+    if args.get("face_crop"):
+        cmd += ["--face-crop", str(args["face_crop"][0]), "--face-margin", f"{float(args['face_crop'][1]):g}"]
+    for folder in args.get("extra", []):
+        cmd += ["--extra", str(folder)]
+    return " ".join([*cmd, "--force"])
+
+
+def _stale_face_box(args: dict) -> str | None:
+    """What is wrong with a face-cropped cache whose fixed boxes were placed by another rule than this
+    maskds's (`core.faces.FIXED_BOX_RULE`; none recorded: rule 1), or None."""
+    if not args.get("face_crop") or args.get("face_box_rule") == FIXED_BOX_RULE:
+        return None
+    return (f"its fixed face boxes, the `fixed` crop's and `mtcnn`'s fallback, were placed by rule "
+            f"{args.get('face_box_rule', 1)}; this maskds and inference place them by rule {FIXED_BOX_RULE}, so the "
+            "cached crops of photos that are not 3:4 differ from what inference cuts")
+
+
 def _differences(meta: dict, args: dict, fingerprint: str) -> list[str]:
     """What differs between an existing cache's record and this build."""
     diffs = []
@@ -80,14 +103,16 @@ def _differences(meta: dict, args: dict, fingerprint: str) -> list[str]:
     old = meta.get("args", {})
     for key in dict.fromkeys([*args, *old]):  # a key only one side has differs too (e.g. face_crop, pseudo)
         if old.get(key) != args.get(key):
-            diffs.append(f"{key}: cache has {old.get(key)!r}, this build asks for {args.get(key)!r}")
+            why = _stale_face_box(old) if key == "face_box_rule" else None
+            diffs.append(f"{key}: cache has {old.get(key)!r}, this build asks for {args.get(key)!r}"
+                         + (f": {why}" if why else ""))
     if meta.get("inputs_fingerprint") != fingerprint:
         diffs.append("inputs: files under DATA or the --extra folders (added, removed or modified) or the "
                      "corrections file changed since the cache was built")
     return diffs
 
 
-def _reuse(cache: Path, args: dict, fingerprint: str, force: bool) -> bool:
+def _reuse(cache: Path, args: dict, fingerprint: str, force: bool, data: Path) -> bool:
     """True if CACHE already holds this build; UserError if it holds another one and not --force."""
     if not cache.exists() or (cache.is_dir() and not any(cache.iterdir())):
         return False
@@ -106,7 +131,8 @@ def _reuse(cache: Path, args: dict, fingerprint: str, force: bool) -> bool:
         return True
     if diffs and not force:
         raise UserError(f"{cache}: a cache built from other inputs or arguments is already there; pass "
-                        f"--force to rebuild it, or choose another CACHE:", diffs)
+                        f"--force to rebuild it (`{rebuild_command(data.resolve(), cache, args)}`), or choose "
+                        "another CACHE:", diffs)
     console.print(f"--force: rebuilding {cache}" + (f" ({'; '.join(diffs)})" if diffs else ""))
     return False
 
@@ -227,11 +253,12 @@ def build_cache(data: str | Path, cache: str | Path, size_hw=(384, 288), folds: 
     args = {"size": list(size_hw), "folds": folds, "seed": seed, "corrections": corr.source}
     if face_crop != "none":
         args["face_crop"] = [face_crop, float(face_margin)]
+        args["face_box_rule"] = FIXED_BOX_RULE  # mtcnn falls back to the fixed box
     fingerprint = inputs_fingerprint(data, layout, corr.sha256)
     if extra:
         args["extra"] = [str(Path(f).resolve()) for f in extra]
         fingerprint = hashlib.sha256(f"{fingerprint} {extra_fingerprint(extra, extra_rows)}".encode()).hexdigest()
-    if _reuse(cache, args, fingerprint, force):
+    if _reuse(cache, args, fingerprint, force, data):
         return cache
     records, applied, missing = apply_corrections(layout.train, corr)
     fold_of = assign_folds(person_table(records), folds, seed)
@@ -273,4 +300,10 @@ def load_cache(cache: str | Path) -> tuple[datasets.DatasetDict, dict]:
     if meta.get("format_version") != FORMAT_VERSION:
         raise UserError(f"{cache}: cache format version {meta.get('format_version')!r}, this maskds reads "
                         f"version {FORMAT_VERSION}; rebuild it with `maskds build DATA {cache} --force`")
+    stale = _stale_face_box(meta.get("args", {}))
+    if stale:
+        source = meta.get("pseudo", {}).get("from_cache")  # a `maskds pseudo` copy: rebuild what it copied
+        raise UserError(f"{cache}: {stale}; rebuild {'the cache it copies' if source else 'it'} with "
+                        f"`{rebuild_command(meta.get('data', 'DATA'), source or cache, meta['args'])}`"
+                        + (" and run `maskds pseudo` on it again" if source else ""))
     return datasets.load_from_disk(str(cache)), meta
