@@ -1,4 +1,4 @@
-"""Shared bits of the benchmarks: the machine line, synthetic inputs, and the printed command."""
+"""Shared bits of the benchmarks: the machine line, the precision, synthetic inputs, and the printed command."""
 from __future__ import annotations
 
 import os
@@ -23,6 +23,19 @@ def machine() -> str:
         pass
     gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no GPU"
     return f"{os.cpu_count()} CPUs ({cpu}){gpu}, torch {torch.__version__}, Python {platform.python_version()}"
+
+
+def bench_precision(precision: str, device: str) -> str:
+    """The mixed precision a benchmark runs `device` in: the one train.py and infer.py would take, i.e. on the
+    CPU fp32 where bf16 would be emulated (`maskds.core.distributed.cpu_precision`, its note on stderr)."""
+    if device != "cpu":
+        return precision
+    from maskds.core.distributed import cpu_precision
+
+    chosen, note = cpu_precision(precision, doing="benchmarking")
+    if note:
+        print(note, file=sys.stderr)
+    return chosen or precision
 
 
 def command() -> str:

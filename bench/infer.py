@@ -32,7 +32,7 @@ from maskds.training.checkpoint import resolved_metadata, save_best  # noqa: E40
 from maskds.training.config import TrainConfig  # noqa: E402
 from maskds.training.model import create_model  # noqa: E402
 
-from common import command, machine, synthetic_data  # noqa: E402
+from common import bench_precision, command, machine, synthetic_data  # noqa: E402
 from loader import BaselineImages  # noqa: E402
 
 
@@ -86,7 +86,8 @@ def main(argv=None) -> int:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--precision", default="no", choices=["no", "bf16", "fp16"],
-                   help="mixed precision of both sides (infer.py takes it from accelerate)")
+                   help="mixed precision of both sides (infer.py takes it from accelerate); on a CPU without "
+                   "native bf16, bf16 runs fp32 as in infer.py")
     p.add_argument("--folds", type=int, default=1, help="fold checkpoints infer.py soft-votes (--ours-only)")
     p.add_argument("--tta", default="none", help="infer.py's TTA preset or views (--ours-only)")
     p.add_argument("--images", type=int, default=0, help="predict this many images, repeating the eval files")
@@ -95,6 +96,8 @@ def main(argv=None) -> int:
     p.add_argument("--ours-only", action="store_true", help="time infer.py's prediction alone, with all folds")
     p.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    a.precision = bench_precision(a.precision, device)  # infer.py's: fp32 on a CPU that would emulate bf16
     os.environ["ACCELERATE_MIXED_PRECISION"] = a.precision
     data = a.data or synthetic_data(a.persons)
     info = pd.read_csv(data / "eval" / "info.csv", dtype=str)
@@ -104,12 +107,11 @@ def main(argv=None) -> int:
     if a.ours_only:
         return submission_job(a, paths)
     run, resolved = fake_run(a.model, a.size, a.cache_size or a.size)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
     best = {"ours": 0.0, "bare": 0.0}
     for _ in range(a.repeats):
         best["bare"] = max(best["bare"], bare(a.model, resolved, paths, a.batch, a.workers, device, a.precision))
         best["ours"] = max(best["ours"], ours(run, paths, a.batch, a.workers, precision=a.precision)[0])
-    result = {"ours_img_s": round(best["ours"], 1), "bare_img_s": round(best["bare"], 1),
+    result = {"precision": a.precision, "ours_img_s": round(best["ours"], 1), "bare_img_s": round(best["bare"], 1),
               "ratio": round(best["ours"] / best["bare"], 2)}
     if a.json:
         print(json.dumps(result))

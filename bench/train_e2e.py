@@ -25,10 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
-from maskds.core.distributed import cpu_precision  # noqa: E402
 from maskds.training.config import load_config  # noqa: E402
 
-from common import command, machine  # noqa: E402
+from common import bench_precision, command, machine  # noqa: E402
 from train_step import bare, batches  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,10 +73,8 @@ def main(argv=None) -> int:
         rows = run_train(a, Path(tmp))
     steady = rows[1:] or rows
     e2e = max(r["images_per_s"] for r in steady)
-    precision = launch_precision(a.launch)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cpu":
-        precision = cpu_precision(precision)[0] or precision  # train.py's fp32 where bf16 would be emulated
+    precision = bench_precision(launch_precision(a.launch), device)  # train.py's: fp32 where bf16 is emulated
     bare_args = SimpleNamespace(model=a.model, batch=a.batch, size=size, device=device, precision=precision,
                                 channels_last=cfg.channels_last, compile=cfg.compile)
     data = batches(a.bare_steps, a.batch, size)

@@ -31,7 +31,7 @@ from maskds.training.setup import build_model, optimizer_kernels  # noqa: E402
 from maskds.training.schedule import build_schedule  # noqa: E402
 from maskds.training.state import FoldState, RunProgress  # noqa: E402
 
-from common import command, machine  # noqa: E402
+from common import bench_precision, command, machine  # noqa: E402
 
 
 def batches(n: int, batch: int, size, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -113,18 +113,20 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=8, help="timed optimizer steps per measurement")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
-    p.add_argument("--precision", default="no", choices=["no", "bf16", "fp16"])
+    p.add_argument("--precision", default="no", choices=["no", "bf16", "fp16"],
+                   help="mixed precision of both sides; on a CPU without native bf16, bf16 runs fp32 as in train.py")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--compile", action="store_true", help="torch.compile the model on both sides")
     p.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
+    a.precision = bench_precision(a.precision, a.device)  # train.py's: fp32 on a CPU that would emulate bf16
     data = batches(a.steps, a.batch, a.size)
     best = {"ours": 0.0, "bare": 0.0}
     for _ in range(a.repeats):
         best["bare"] = max(best["bare"], bare(a, data))
         best["ours"] = max(best["ours"], ours(a, data))
     overhead = best["bare"] / best["ours"] - 1.0
-    result = {"ours_img_s": round(best["ours"], 1), "bare_img_s": round(best["bare"], 1),
+    result = {"precision": a.precision, "ours_img_s": round(best["ours"], 1), "bare_img_s": round(best["bare"], 1),
               "overhead_pct": round(100 * overhead, 1)}
     if a.json:
         print(json.dumps(result))

@@ -72,3 +72,29 @@ def test_cpu_bf16_only_where_the_cpu_computes_it_in_hardware(tmp_path, flags, as
     assert precision == expected
     assert (note is not None) == (expected == "no") and (note is None or "training in fp32" in note)
     assert cpu_precision("bf16", str(tmp_path / "absent"))[0] == "no"  # no cpuinfo to read: fp32, the safe side
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_training_inference_and_the_benches_follow_the_one_cpu_precision_rule(monkeypatch, tmp_path, native):
+    import torch
+
+    import maskds.core.distributed as distributed
+    from maskds.inference.models import inference_precision
+    from maskds.training import fit
+    from maskds.training.config import TrainConfig
+
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    from common import bench_precision
+
+    monkeypatch.setattr(distributed, "cpu_has_native_bf16", lambda *a, **k: native)  # the one probe
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")   # what cpu.yaml's mixed_precision: bf16 sets
+    expected = "bf16" if native else "no"
+    for asked in ("auto", "bf16"):
+        precision, note = inference_precision(asked)
+        assert precision == expected and (note is None) == native
+        assert native or "predicting in fp32" in note
+    assert bench_precision("bf16", "cpu") == expected and bench_precision("bf16", "cuda") == "bf16"
+    assert bench_precision("no", "cpu") == "no"
+    monkeypatch.setattr(fit, "Accelerator", lambda **kwargs: kwargs)
+    assert fit.make_accelerator(TrainConfig(), tmp_path)["mixed_precision"] in ((None, "bf16") if native else ("no",))

@@ -271,12 +271,28 @@ def test_auto_precision_is_the_launch_configs_else_bf16_on_a_gpu_else_none(monke
 
     monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert inference_precision("auto") == "no" and inference_precision("fp16") == "fp16"
+    assert inference_precision("auto")[0] == "no" and inference_precision("fp16")[0] == "fp16"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
-    assert inference_precision("auto") == "bf16"
+    assert inference_precision("auto") == ("bf16", None)
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "fp16")
-    assert inference_precision("auto") == "fp16"
+    assert inference_precision("auto")[0] == "fp16"
+
+
+def test_infer_on_a_cpu_without_native_bf16_predicts_in_fp32_and_says_so(tmp_path, eval_dir, monkeypatch, capsys):
+    import maskds.core.distributed as distributed
+    import maskds.inference.models as models
+
+    run = make_run(tmp_path / "run", folds=(0,))
+    monkeypatch.setattr(distributed, "cpu_has_native_bf16", lambda *a, **k: False)
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")   # `accelerate launch --config_file cpu.yaml`
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "true")
+    made, real = [], models.Accelerator
+    monkeypatch.setattr(models, "Accelerator", lambda **kw: made.append(kw) or real(**kw))
+    assert main(["--run", str(run), "--data", str(eval_dir), "--out", str(tmp_path / "sub.csv"),
+                 "--num-workers", "0"]) == 0
+    assert [kw["mixed_precision"] for kw in made] == ["no"]
+    assert "no native bf16" in capsys.readouterr().out
 
 
 
@@ -305,10 +321,10 @@ def test_a_missing_model_is_named_full_never_fold_minus_2(tmp_path, eval_dir, ca
     run = make_run(tmp_path / "run", folds=(0,))
     out = tmp_path / "out" / "submission.csv"
     assert main(["--run", str(run), "--folds", "0,full", "--data", str(eval_dir), "--out", str(out)]) == 2
-    err = capsys.readouterr().err
-    assert "no weights for full" in err and "it has fold 0" in err and "-2" not in err
+    err = capsys.readouterr().err.replace(str(run), "RUN")   # tmp_path itself may hold a "-2"
+    assert "no weights for full; it has fold 0" in err and "-2" not in err
     (run / "fold0").rename(run / "full")   # a run trained with folds=full only
     assert main(["--run", str(run), "--folds", "1", "--data", str(eval_dir), "--out", str(out)]) == 2
-    err = capsys.readouterr().err
-    assert "no weights for fold 1" in err and "it has full" in err and "-2" not in err
+    err = capsys.readouterr().err.replace(str(run), "RUN")
+    assert "no weights for fold 1; it has full" in err and "-2" not in err
     assert not (tmp_path / "out").exists()

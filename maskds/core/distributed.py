@@ -35,12 +35,15 @@ def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
     return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
-def cpu_precision(requested: str | None, cpuinfo: str = "/proc/cpuinfo") -> tuple[str | None, str | None]:
+def cpu_precision(requested: str | None, cpuinfo: str = "/proc/cpuinfo",
+                  doing: str = "training") -> tuple[str | None, str | None]:
     """(mixed precision for `Accelerator`, note to show) on the CPU: bf16 as asked where the CPU has it natively,
-    fp32 where it would be emulated (with a note saying so); None: accelerate's own choice from the launch config."""
+    fp32 ("no") where it would be emulated, with a note saying that `doing` runs in fp32; None: the request
+    stands (with None, accelerate's own choice from the launch config). The one rule training (`fit`),
+    inference (`inference.models`) and the benches (`bench/common.py`) follow."""
     if requested == "bf16" and not cpu_has_native_bf16(cpuinfo):
         return "no", ("mixed_precision bf16: this CPU has no native bf16 (no avx512_bf16 or amx_bf16 flag), where "
-                      "bf16 is emulated and slower than fp32: training in fp32")
+                      f"bf16 is emulated and slower than fp32: {doing} in fp32")
     return None, None
 
 

@@ -9,7 +9,7 @@ import torch
 from accelerate import Accelerator
 from torch import nn
 
-from ..core.distributed import use_cpu
+from ..core.distributed import cpu_precision, use_cpu
 from ..core.errors import UserError
 from ..core.labels import DEFAULT_AGE_THRESHOLDS, HEAD_NAMES
 from ..core.probabilities import HeadSpec
@@ -41,22 +41,31 @@ class Member:
     heads: tuple[str, ...] = HEAD_NAMES  # the heads it learned (a specialist's: some of them)
 
 
-def inference_precision(requested: str = "auto") -> str:
-    """The autocast precision: as requested, or for "auto" the launch config's (`accelerate launch`),
-    else bf16 on a CUDA GPU that has it (the models trained under autocast), else none."""
-    if requested != "auto":
-        return requested
-    bf16 = not use_cpu() and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    return os.environ.get("ACCELERATE_MIXED_PRECISION") or ("bf16" if bf16 else "no")
+def inference_precision(requested: str = "auto") -> tuple[str, str | None]:
+    """(autocast precision, note to show): as requested, or for "auto" the launch config's (`accelerate
+    launch`), else bf16 on a CUDA GPU that has it (the models trained under autocast), else none; on the
+    CPU, fp32 where bf16 would be emulated, as training does (`cpu_precision`, whose note says so)."""
+    if requested == "auto":
+        bf16 = not use_cpu() and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        requested = os.environ.get("ACCELERATE_MIXED_PRECISION") or ("bf16" if bf16 else "no")
+    if not use_cpu():
+        return requested, None
+    precision, note = cpu_precision(requested, doing="predicting")
+    return precision or requested, note
 
 
 def make_accelerator(precision: str = "auto") -> Accelerator:
-    """Accelerator for inference: process count from the launch config, precision `inference_precision`.
+    """Accelerator for inference: process count from the launch config, precision `inference_precision`
+    (its note printed once, by the main process).
 
     `cpu=use_cpu()`: without it a multi-process launch on a machine with no accelerator comes up
     as N independent single processes, each predicting everything (see `maskds.core.distributed`).
     """
-    return Accelerator(cpu=use_cpu(), mixed_precision=inference_precision(precision))
+    precision, note = inference_precision(precision)
+    accelerator = Accelerator(cpu=use_cpu(), mixed_precision=precision)
+    if note and accelerator.is_main_process:
+        print(note)
+    return accelerator
 
 
 def view_params(resolved: dict, where: str | Path) -> ViewParams:
