@@ -3,6 +3,7 @@ outside the folder, an image listed twice and a copy of a competition training p
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import numpy as np
@@ -30,9 +31,9 @@ def extra_folder(root, lines: list[str], images: int = 3):
     return root
 
 
-def build(data, cache, extra, capsys) -> tuple[int, str]:
+def build(data, cache, extra, capsys, *more) -> tuple[int, str]:
     rc = maskds(["build", str(data), str(cache), "--size", "32", "24", "--folds", "2", "--num-proc", "1",
-                 "--extra", str(extra)])
+                 *(a for folder in (extra, *more) for a in ("--extra", str(folder)))])
     out = capsys.readouterr()
     return rc, " ".join((out.out + out.err).split())  # rich wraps long lines
 
@@ -86,6 +87,33 @@ def test_an_image_named_twice_is_refused_naming_both_lines(small, tmp_path, caps
     assert rc == 2
     assert f"{extra / 'labels.csv'} line 4" in said and "line 2" in said and "i0.png" in said
     assert ("other labels" in said) == second.startswith("./")
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_same_folder_given_twice_is_refused_naming_both_files_and_lines(small, tmp_path, capsys):
+    extra = extra_folder(tmp_path / "extra", ["i0.png,wear,,", "i1.png,not_wear,,"])
+    rc, said = build(small, tmp_path / "out" / "cache", extra, capsys, extra)
+    assert rc == 2
+    csv = extra / "labels.csv"
+    assert f"{csv} line 2: image 'i0.png' is the image of {csv} line 2 again" in said
+    assert f"{csv} line 3: image 'i1.png' is the image of {csv} line 3 again" in said
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_image_hard_linked_into_another_extra_folder_is_refused(small, tmp_path, capsys):
+    """As `pseudo --faces` links a folder's images into its OUT: both folders would train each image twice,
+    under two person ids."""
+    faces = extra_folder(tmp_path / "faces", ["i0.png,wear,,", "i1.png,not_wear,,"])
+    labelled = tmp_path / "labelled"
+    labelled.mkdir()
+    os.link(faces / "i1.png", labelled / "j1.png")
+    noise_image(labelled / "j2.png", 7)  # another picture: fine
+    (labelled / "labels.csv").write_text("image,mask,gender,age\nj2.png,,male,\nj1.png,not_wear,female,\n")
+    rc, said = build(small, tmp_path / "out" / "cache", faces, capsys, labelled)
+    assert rc == 2
+    assert (f"{labelled / 'labels.csv'} line 3: image 'j1.png' is the image of {faces / 'labels.csv'} line 3 "
+            "again with other labels") in said
+    assert "j2.png" not in said
     assert not (tmp_path / "out").exists()
 
 

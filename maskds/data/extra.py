@@ -13,7 +13,8 @@ those rows, and refuses one with no other label), `person` (groups images of one
 (`photo`, the default: a photo like the competition's, face-cropped as the cache is; `face`: already an
 aligned face crop, which a cache only cuts to its height:width shape and resizes, as `maskds import-faces
 --frame crop` marks its rows) are optional columns, and an empty cell is a missing label. Each image is a
-file inside DIR (links followed), listed once, and not a competition training photo (the same bytes); the
+file inside DIR (links followed), listed once across all --extra folders (by the file, so a hard link
+counts as the same image), and not a competition training photo (the same bytes); the
 build refuses any other, naming the lines or paths. The rows go into the cache's train split in fold -1
 (`TRAIN_ONLY_FOLD`: every fold trains on them, none validates on them), missing labels as -1, marked
 `origin: extra`; the loss leaves out the heads a row has no label for.
@@ -126,16 +127,18 @@ def _row(rec: dict, k: int, folder: Path, image: str, path: Path, where: str, ne
 
 def read_extra(folders: list[str | Path], need_label: bool = True) -> tuple[list[dict], list[str]]:
     """(cache rows of every --extra folder, problems): every problem found, each naming the file and line.
-    An image is listed once: a second row naming it (after links are followed) is a problem, with other
-    labels or the same ones (not deduplicated: which labels are right, or whether a doubled weight was
-    meant, is the user's to say)."""
+    An image is listed once across all the folders: a second row naming the same file (the same folder given
+    twice, a link, or `pseudo --faces` OUT's hard links beside its source) is a problem, with other labels or
+    the same ones (not deduplicated: which labels are right, or whether a doubled weight was meant, is the
+    user's to say). Two files with equal bytes are two images (the user may mean both)."""
     rows: list[dict] = []
     problems: list[str] = []
+    # the file itself (device, inode), not its path: a hard link has its own path but trains the same pixels
+    seen: dict[tuple[int, int], tuple[str, tuple]] = {}  # file -> (its first row's file and line, its labels)
     for k, folder in enumerate(map(Path, folders)):
         df = _read_csv(folder, problems)
         if df is None:
             continue
-        seen: dict[Path, tuple[int, tuple]] = {}  # resolved image -> (its first line, its labels)
         for line, rec in enumerate(df.to_dict("records"), start=2):
             where = f"{folder / EXTRA_CSV} line {line}"
             image = rec["image"].strip()
@@ -144,13 +147,14 @@ def read_extra(folders: list[str | Path], need_label: bool = True) -> tuple[list
                 continue
             labels = tuple(rec.get(c, "").strip() for c in COLUMNS[1:])
             row = _row(rec, k, folder, image, path, where, need_label, problems)  # its own problems too
-            if path in seen:
-                first, before = seen[path]
-                problems.append(f"{where}: image {image!r} is the image of line {first} again"
+            st = path.stat()
+            if (st.st_dev, st.st_ino) in seen:
+                first, before = seen[st.st_dev, st.st_ino]
+                problems.append(f"{where}: image {image!r} is the image of {first} again"
                                 + (" with other labels" if labels != before else "")
-                                + f"; list each image once (remove line {line} or line {first})")
+                                + "; list each image once (remove one of the two rows)")
                 continue
-            seen[path] = (line, labels)
+            seen[st.st_dev, st.st_ino] = (where, labels)
             rows.append(row)
     if len(problems) > SHOW:
         problems = problems[:SHOW] + [f"... and {len(problems) - SHOW} more"]
