@@ -54,6 +54,8 @@ def test_an_age_range_across_two_bands_is_not_learned_and_is_counted_and_said(sm
     assert (rows["i1.png"]["age"], rows["i1.png"]["age_band"]) == (-1, 0)  # inside one band: that band
     assert meta["counts"]["extra_age_unused"] == 1
     assert f"{extra / 'labels.csv'} line 2" in said and "25-34" in said
+    assert (f"their age is not used (an age range is learned as the one band holding it); their other labels "
+            f"are used. The rows: {extra / 'labels.csv'} line 2 (age 25-34 spans") in said
     assert "age not used" in said  # the summary table's row
 
 

@@ -197,7 +197,7 @@ def age_unused_note(rows: list[dict]) -> str | None:
         return None
     shown = ", ".join(f"{r['where']} ({r['age_unused']})" for r in unused[:5])
     return (f"{len(unused)} --extra row(s) give an age range across two age bands; their age is not used (an age "
-            f"range is learned as the one band holding it), their other labels are: {shown}"
+            f"range is learned as the one band holding it); their other labels are used. The rows: {shown}"
             + (f" and {len(unused) - 5} more" if len(unused) > 5 else ""))
 
 
