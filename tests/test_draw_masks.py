@@ -83,3 +83,22 @@ def test_a_face_that_is_not_square_is_cut_around_the_face_not_stretched(size, di
     photo = frame_portrait(face, rng) if points is None else frame_portrait(face, rng, centre=points.mean(0))
     width, height = red_extent(photo)
     assert abs(width - height) <= 0.08 * max(width, height), (width, height)  # the disc stays round and whole
+
+
+def disc_extent(photo: Image.Image, colour: int) -> tuple[int, int]:
+    """Width and height of the pure red (colour 0) or blue (colour 2) disc as framed."""
+    rgb = np.asarray(photo).astype(int)
+    ys, xs = np.nonzero((rgb[..., colour] > 230) & (np.delete(rgb, colour, axis=2) < 60).all(axis=2))
+    return int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)
+
+
+def test_a_tall_face_without_landmarks_is_padded_to_a_square_and_kept_whole():
+    """No landmarks: nothing says where the face is, so none of it is cut: a 150x300 face whose forehead (red
+    disc) and chin (blue disc) fill it keeps both whole and round (the middle square would halve each)."""
+    face = Image.new("RGB", (150, 300), SKIN)
+    ImageDraw.Draw(face).ellipse((0, 0, 149, 149), fill=(250, 20, 20))
+    ImageDraw.Draw(face).ellipse((0, 150, 149, 299), fill=(20, 20, 250))
+    photo = frame_portrait(face, np.random.default_rng(0))
+    (rw, rh), (bw, bh) = disc_extent(photo, 0), disc_extent(photo, 2)
+    assert abs(rw - rh) <= 0.1 * rw and abs(bw - bh) <= 0.1 * bw, (rw, rh, bw, bh)  # whole and round
+    assert abs(rw - bw) <= 0.05 * rw  # the same size, one above the other

@@ -76,13 +76,23 @@ def person_photos(face: Image.Image, points: np.ndarray, rng: np.random.Generato
 
 
 def square_around(face: Image.Image, centre=None) -> Image.Image:
-    """The largest square of `face` centred on `centre` (x, y; the middle when None) as far as the image
-    allows: a face that is not square is cut to one, so that framing it never stretches it."""
+    """`face` made square without stretching it: with `centre` (x, y; e.g. its landmarks' mean), the largest
+    square centred there as far as the image allows; without, the whole face padded to a square on its short
+    sides, since nothing says which part of it to keep (a middle cut loses a tall face's forehead and chin)."""
     w, h = face.size
     if w == h:
         return face
     side = min(w, h)
-    cx, cy = (w / 2, h / 2) if centre is None else (float(centre[0]), float(centre[1]))
+    if centre is None:
+        # A flat fill of the face's mean border colour, not repeated edge pixels: a face crop often touches
+        # its sides (cheeks, hair, ears), and repeating them smears the face wider, the stretch avoided here.
+        pixels = np.asarray(face)
+        border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
+        fill = tuple(int(v) for v in np.atleast_1d(border.mean(axis=0).round()))
+        square = Image.new(face.mode, (max(w, h), max(w, h)), fill if len(fill) > 1 else fill[0])
+        square.paste(face, ((max(w, h) - w) // 2, (max(w, h) - h) // 2))
+        return square
+    cx, cy = float(centre[0]), float(centre[1])
     x0 = round(min(max(cx - side / 2, 0), w - side))
     y0 = round(min(max(cy - side / 2, 0), h - side))
     return face.crop((x0, y0, x0 + side, y0 + side))
@@ -92,8 +102,8 @@ def frame_portrait(face: Image.Image, rng: np.random.Generator, centre=None) -> 
     """An aligned face crop placed as a 384x512 chest-up photo: the face fills the upper-centre box that
     `maskds build --face-crop fixed` crops (core.faces.FIXED_BOX), on a blurred, darkened copy of itself
     with shoulders below, so that the fixed crop, MTCNN and the whole photo all see a competition-like photo.
-    A face that is not square is first cut to the square around `centre` (e.g. its landmarks' mean; the
-    middle when None), never stretched."""
+    A face that is not square is first cut to the square around `centre` (e.g. its landmarks' mean), or
+    padded to a square when None (`square_around`), never stretched."""
     face = square_around(face, centre)
     w, h = PORTRAIT
     small = face.resize((w // 8, h // 8), Image.BILINEAR).filter(ImageFilter.GaussianBlur(2))
