@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from maskds.training.datasets import fold_split, load_train_split
 
@@ -66,3 +67,49 @@ def test_several_folds_train_one_after_another_under_two_processes(tiny_cache, t
     for k in (0, 1):
         assert len(metrics_lines(tmp_path / "two" / f"fold{k}")) == 1
         assert (tmp_path / "two" / f"fold{k}" / "best.safetensors").is_file()
+
+
+SPY = '''"""train.py, each process also writing its EMA's BatchNorm statistics as training left them (before any
+averaging) to BN_DIR/bn<rank>.pt."""
+import sys
+
+import torch
+
+from maskds.training import fit
+from maskds.training.cli import main
+
+train_one_epoch = fit.train_one_epoch
+
+
+def spy(accelerator, state, *args, **kwargs):
+    result = train_one_epoch(accelerator, state, *args, **kwargs)
+    stats = {k: v.clone() for k, v in state.ema.module.named_buffers() if k.endswith(("running_mean", "running_var"))}
+    torch.save(stats, f"BN_DIR/bn{accelerator.process_index}.pt")
+    return result
+
+
+fit.train_one_epoch = spy
+sys.exit(main())
+'''
+
+
+@pytest.mark.slow
+def test_full_saves_the_mean_of_the_processes_batchnorm_statistics(tiny_cache, tmp_path):
+    """folds=full validates nothing, and validation is where the fold path averages the EMA's BatchNorm
+    buffers: the saved ones must still be the mean over processes, not the main process's own."""
+    from maskds.training.checkpoint import read_best
+
+    script = tmp_path / "train_spy.py"
+    script.write_text(SPY.replace("BN_DIR", str(tmp_path)))
+    args = [*DEMO, f"cache={tiny_cache}", f"output_dir={tmp_path}", "name=bn", "folds=full", "epochs=1",
+            "batch_size=4", "limit_train_batches=2", "tune_decision=none", *TINY]
+    r = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+                        str(ACCEL / "cpu_2proc.yaml"), str(script), *args],
+                       cwd=ROOT, env=env(), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    per_process = [torch.load(tmp_path / f"bn{rank}.pt") for rank in (0, 1)]
+    saved = read_best(tmp_path / "bn" / "full" / "best.safetensors").state_dict
+    assert per_process[0] and set(per_process[0]) <= set(saved)
+    assert any(not torch.equal(per_process[0][k], per_process[1][k]) for k in per_process[0])  # their own batches
+    for k, first in per_process[0].items():
+        assert torch.allclose(saved[k], (first + per_process[1][k]) / 2, rtol=1e-6, atol=1e-7), k

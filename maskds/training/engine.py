@@ -156,20 +156,26 @@ def evaluate(accelerator, model: nn.Module, loader, spec: str | HeadSpec, loss_f
     return scores, {k: v.numpy() for k, v in probs.items()}
 
 
-def validate(accelerator, state: FoldState, loader, spec: HeadSpec, loss_fn: nn.Module,
-             channels_last: bool = False, raw: bool = True) -> tuple[dict | None, dict, dict[str, np.ndarray]]:
-    """Scores of the raw (None unless `raw`) and the EMA weights on the validation loader, the same on
-    every process, and the EMA's probabilities (the out-of-fold predictions when the epoch is the best).
+def sync_batchnorm(accelerator, state: FoldState, raw: bool = False) -> None:
+    """Give every process the same BatchNorm statistics after an epoch: the EMA model the mean over processes,
+    and with `raw` the raw model the main process's, as DDP's next forward would.
 
-    Each process's BatchNorm statistics drift apart (its own batches; DDP syncs only at the next
-    forward), and only the main process's are saved. So first the EMA model takes the mean over
-    processes, and (when scored) the raw model the main process's, as DDP's next forward would:
-    what is scored is what is saved.
+    Each process's statistics drift apart (its own batches; DDP syncs only at the next forward), and
+    only the main process's are saved: without this the checkpoint would hold one process's statistics.
     """
     if accelerator.num_processes > 1:
         if raw:
             distribute_bn(state.model, accelerator.num_processes, reduce=False)
         distribute_bn(state.ema.module, accelerator.num_processes, reduce=True)
+
+
+def validate(accelerator, state: FoldState, loader, spec: HeadSpec, loss_fn: nn.Module,
+             channels_last: bool = False, raw: bool = True) -> tuple[dict | None, dict, dict[str, np.ndarray]]:
+    """Scores of the raw (None unless `raw`) and the EMA weights on the validation loader, the same on
+    every process, and the EMA's probabilities (the out-of-fold predictions when the epoch is the best).
+    BatchNorm statistics are synced first (`sync_batchnorm`): what is scored is what is saved.
+    """
+    sync_batchnorm(accelerator, state, raw)
     raw_scores = evaluate(accelerator, state.model, loader, spec, loss_fn, channels_last)[0] if raw else None
     ema, ema_probs = evaluate(accelerator, state.ema.module, loader, spec, loss_fn, channels_last)
     return raw_scores, ema, ema_probs

@@ -25,7 +25,7 @@ from .checkpoint import resolved_metadata, resume_dir, save_state_atomic
 from .config import TrainConfig, fold_dir_name, fold_label
 from .datasets import load_train_split
 from .device_images import use_device_images
-from .engine import StepOptions, train_one_epoch, validate
+from .engine import StepOptions, sync_batchnorm, train_one_epoch, validate
 from .losses import MaskLoss
 from .mixing import MixOptions
 from .progress import epoch_table, train_progress
@@ -271,6 +271,7 @@ def run_epoch(accelerator, state: FoldState, loaders: FoldLoaders, loss_fn: Mask
                         config.batch_size * accelerator.num_processes) as on_progress:
         result = train_one_epoch(accelerator, state, loss_fn, loaders.train, options, on_progress)
     if loaders.val is None:  # folds=full: nothing to validate; the last epoch's EMA weights are the checkpoint
+        sync_batchnorm(accelerator, state)  # what validation does for a fold: the processes' mean is saved
         best = epoch == config.epochs - 1
         state.progress.epoch = epoch + 1
         return epoch_record(epoch, result, None, None, best, state), None
