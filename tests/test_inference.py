@@ -306,7 +306,7 @@ def test_folds_name_the_full_model_full_alone_or_in_a_list(given, folds):
     assert parse_args(["--run", "r", "--data", "d", "--out", "o.csv", "--folds", *given]).folds == folds
 
 
-@pytest.mark.parametrize("given", ["-2", "one", "0,x"])
+@pytest.mark.parametrize("given", ["-2", "one", "0,x", ","])
 def test_folds_refuse_what_is_neither_a_fold_number_nor_full(given, capsys):
     from maskds.inference.cli import parse_args
 

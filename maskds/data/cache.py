@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import time
 from pathlib import Path
@@ -72,17 +73,18 @@ def inputs_fingerprint(data: Path, layout: Layout, corrections_sha: str | None) 
     return h.hexdigest()
 
 
-def rebuild_command(data: str | Path, cache: str | Path, args: dict) -> str:
-    """The `maskds build ... --force` command that rebuilds a cache with its build arguments `args`."""
-    cmd = ["maskds build", str(data), str(cache), "--size", *map(str, args["size"]), "--folds", str(args["folds"]),
-           "--seed", str(args["seed"])]
-    if args.get("corrections", "default") != "default":
-        cmd += ["--corrections", str(args["corrections"])]
+def rebuild_command(data: str | Path, cache: str | Path, args: dict, force: bool = True) -> str:
+    """The `maskds build` command (with `--force` unless told not to) that builds `cache` with the build
+    arguments `args` (a cache's `meta["args"]`; `face_crop` [method, margin] or None), quoted for a shell."""
+    cmd = ["maskds", "build", str(data), str(cache), "--size", *map(str, args.get("size", ["H", "W"])),
+           "--folds", str(args.get("folds", 5)), "--seed", str(args.get("seed", 42))]
     if args.get("face_crop"):
         cmd += ["--face-crop", str(args["face_crop"][0]), "--face-margin", f"{float(args['face_crop'][1]):g}"]
+    if args.get("corrections", "default") != "default":
+        cmd += ["--corrections", str(args["corrections"])]
     for folder in args.get("extra", []):
         cmd += ["--extra", str(folder)]
-    return " ".join([*cmd, "--force"])
+    return shlex.join(cmd + (["--force"] if force else []))
 
 
 def _stale_face_box(args: dict) -> str | None:

@@ -41,6 +41,8 @@ def parse_folds(text: str) -> list[int]:
             folds.append(int(item))
         elif item:
             raise ValueError(f"{item!r} is neither a fold number nor {FULL_DIR}; e.g. 0,1,{FULL_DIR}")
+    if not folds:
+        raise ValueError(f"no fold named in {text!r}; e.g. 0,1,{FULL_DIR}")
     return list(dict.fromkeys(folds))
 
 

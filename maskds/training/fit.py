@@ -18,7 +18,7 @@ from ..core.console import show
 from ..core.distributed import cpu_precision, on_main, use_cpu
 from ..core.errors import UserError
 from ..core.probabilities import Probs
-from ..data.cache import TRAIN_ONLY_FOLD, cache_crop, cache_id
+from ..data.cache import TRAIN_ONLY_FOLD, cache_crop, cache_id, rebuild_command
 from ..evaluation.metrics import selection_score
 from ..evaluation.oof import read_oof, tune_decision
 from .checkpoint import resolved_metadata, resume_dir, save_state_atomic
@@ -147,19 +147,12 @@ def run(config: TrainConfig) -> None:
 def crop_mismatch(config: TrainConfig, meta: dict) -> str | None:
     """The warning when the recipe names a face crop (`face_crop`, `face_margin`) other than the one the cache
     was built with (`meta`: the cache's metadata), with the command building the recipe's."""
-    build_args = meta.get("args", {})
     built = cache_crop(meta) or ("none", None)
     wanted = (config.face_crop, None if config.face_crop == "none" else float(config.face_margin))
     if config.face_crop == "any" or wanted == built:
         return None
-    size = build_args.get("size", ["H", "W"])
-    command = f"maskds build DATA NEW_CACHE --size {size[0]} {size[1]} --folds {build_args.get('folds', 5)}"
-    command += f" --seed {build_args.get('seed', 42)}"
-    if config.face_crop != "none":
-        command += f" --face-crop {config.face_crop} --face-margin {config.face_margin:g}"
-    if build_args.get("corrections", "default") != "default":
-        command += f" --corrections {build_args['corrections']}"
-    command += "".join(f" --extra {e}" for e in build_args.get("extra", []))
+    crop = None if config.face_crop == "none" else [config.face_crop, config.face_margin]
+    command = rebuild_command("DATA", "NEW_CACHE", {**meta.get("args", {}), "face_crop": crop}, force=False)
 
     def name(c):
         return repr(c[0]) if c[1] is None else f"{c[0]!r} (margin {c[1]:g})"
