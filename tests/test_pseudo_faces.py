@@ -133,3 +133,34 @@ def test_a_persons_photos_get_one_label_from_their_mean_and_known_labels_apply_t
     assert [g["d1"], g["d2"], g["d3"]] == ["female", "male", ""]         # known both ways: nothing guessed
     assert g["e1"] == "female"                                            # no person: the photo alone
     assert [m["a1"], m["a2"], m["a3"]] == ["wear", "not_wear", "wear"]    # the mask is each photo's own
+
+
+def labelled_faces(tmp_path, monkeypatch, rows, heads: str) -> pd.DataFrame:
+    """`pseudo --faces` on `rows` (image, gender, age, person, the run's gender and age probabilities):
+    labels.csv's rows by image stem."""
+    from PIL import Image
+
+    folder = tmp_path / "faces"
+    folder.mkdir()
+    for r in rows:
+        Image.new("RGB", (24, 32), (100, 80, 60)).save(folder / f"{r[0]}.jpg")
+    (folder / "labels.csv").write_text("image,mask,gender,age,person\n" + "".join(
+        f"{r[0]}.jpg,,{r[1]},{r[2]},{r[3]}\n" for r in rows))
+    fake_probs(monkeypatch, {f"{r[0]}.jpg": {"gender": r[4], "age": r[5], "mask": [0.9, 0.05, 0.05]} for r in rows})
+    out = tmp_path / "labelled"
+    assert maskds(["pseudo", "--faces", str(folder), "--run", str(tmp_path / "run"), str(out), "--min-prob", "0.6",
+                   "--heads", heads]) == 0
+    got = pd.read_csv(out / "labels.csv", dtype=str, keep_default_na=False)
+    return got.set_index(got.image.str[:-4])
+
+
+def test_a_persons_known_ages_agree_when_they_fall_in_one_band(tmp_path, monkeypatch):
+    old = [0.05, 0.05, 0.9]  # the run says 60- for every photo
+    rows = [("f1", "", "34", "F", [0.5, 0.5], old), ("f2", "", "35", "F", [0.5, 0.5], old),  # one band: agree
+            ("f3", "", "30-39", "F", [0.5, 0.5], old), ("f4", "", "", "F", [0.5, 0.5], old),
+            ("g1", "", "20", "G", [0.5, 0.5], old), ("g2", "", "45", "G", [0.5, 0.5], old),  # two bands: not
+            ("g3", "", "", "G", [0.5, 0.5], old)]
+    age = labelled_faces(tmp_path, monkeypatch, rows, "age").age
+    assert [age["f1"], age["f2"], age["f3"]] == ["34", "35", "30-39"]  # each photo's own known value stays
+    assert age.get("f4") == "34"                                       # the person's first known age
+    assert [age["g1"], age["g2"], age.get("g3")] == ["20", "45", None]  # two bands: none given (row dropped)

@@ -67,6 +67,13 @@ def _age(value: str, where: str, problems: list[str]) -> tuple[int, int, str]:
     return -1, -1, " and ".join(AGE_NAMES[first:last + 1])
 
 
+def age_cell_band(value: str) -> int:
+    """The competition age band of a labels.csv age cell (whole years, or a range inside one band); -1 when
+    empty, not an age, or a range across two bands (as a build reads the cell)."""
+    age, band, _ = _age(value.strip(), "", [])
+    return age_band(age) if age >= 0 else band
+
+
 def _read_csv(folder: Path, problems: list[str]) -> pd.DataFrame | None:
     csv = folder / EXTRA_CSV
     if not folder.is_dir() or not csv.is_file():

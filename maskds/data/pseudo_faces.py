@@ -5,8 +5,10 @@ DIR is an `--extra` folder (`labels.csv` + images, e.g. from `maskds import-face
 bare faces as the competition's photos), or any folder of images (every image, nothing known). For each head
 asked (`--heads`, default gender and age) an empty cell is filled where the run's probability of its best value
 is at least `--min-prob`; known labels are kept. Gender and age belong to a person (the `person` column, e.g. the
-seven photos of `import-faces --draw-masks`): a label known on one of its photos is given to all of them, and
-otherwise the mean of its photos' probabilities decides, for all of them at once; the mask is each photo's own.
+seven photos of `import-faces --draw-masks`): a label known on one of its photos is given to all of them (its
+first known age where its known ages fall in one band, as 34 and 35 do; known labels that disagree give none),
+and otherwise the mean of its photos' probabilities decides, for all of them at once; the mask is each photo's
+own.
 The age head gives a band, written as the age range it stands for (0-29, 30-59, 60-), which training learns as
 that band. Rows left with no label are dropped (counted).
 OUT gets `labels.csv` and the images (hard links where possible); it appears whole or not at all.
@@ -24,7 +26,7 @@ from rich.console import Console
 from ..core.atomic import temp_dir
 from ..core.errors import UserError
 from ..core.labels import DEFAULT_AGE_THRESHOLDS, GENDER_NAMES, HEAD_NAMES, MASK_NAMES
-from .extra import EXTRA_CSV, read_extra
+from .extra import EXTRA_CSV, age_cell_band, read_extra
 from .face_sources import list_images
 
 console = Console(stderr=True)
@@ -59,39 +61,46 @@ def persons(df: pd.DataFrame) -> np.ndarray:
     return pd.factorize(np.where(person != "", "person " + person.astype(object), alone))[0]
 
 
-def fill_head(cells: np.ndarray, p: np.ndarray, group: np.ndarray, names: tuple[str, ...],
-              min_prob: float) -> tuple[np.ndarray, int, int]:
-    """One head's cells (stripped strings) with each group's empty cells filled: the group's one known label,
-    or, where it has none, the best value of its photos' mean probability where that reaches `min_prob`.
-    A group with two different known labels gets nothing (either would contradict a photo).
-    Returns (cells, cells guessed, groups left with different known labels)."""
-    known = pd.Series(cells, dtype=object).where(cells != "").groupby(group)
-    n_known, first = known.transform("nunique").to_numpy(), known.transform("first").to_numpy()
-    mean = pd.DataFrame(p).groupby(group).transform("mean").to_numpy()
+def fill_head(cells: np.ndarray, p: np.ndarray, group: np.ndarray, names: tuple[str, ...], min_prob: float,
+              keys: np.ndarray | None = None) -> tuple[np.ndarray, int, int, int]:
+    """One head's cells (stripped strings) with each group's empty cells filled: the group's known label (its
+    first, where they all agree), or, where it has none, the best value of its photos' mean probability where
+    that reaches `min_prob`. Known cells agree when their `keys` are equal (default: the cells themselves).
+    A group whose known labels disagree gets nothing (either would contradict a photo); a known cell keeps its
+    own value. Returns (cells, cells copied from the group's known label, cells guessed, groups that disagree)."""
+    keys = cells if keys is None else keys
     empty = cells == ""
+    n_known = pd.Series(keys, dtype=object).where(~empty).groupby(group).transform("nunique").to_numpy()
+    first = pd.Series(cells, dtype=object).where(~empty).groupby(group).transform("first").to_numpy()
+    mean = pd.DataFrame(p).groupby(group).transform("mean").to_numpy()
     given = empty & (n_known == 1)
     sure = empty & (n_known == 0) & (mean.max(axis=1) >= min_prob)
     out = cells.copy()
     out[given] = first[given]
     out[sure] = [names[i] for i in mean.argmax(axis=1)[sure]]
-    return out, int(sure.sum()), len(np.unique(group[empty & (n_known > 1)]))
+    return out, int(given.sum()), int(sure.sum()), len(np.unique(group[empty & (n_known > 1)]))
 
 
 def guess(df: pd.DataFrame, probs: dict[str, np.ndarray], heads: list[str],
-          min_prob: float) -> tuple[pd.DataFrame, dict, dict]:
-    """`df` with the empty cells of `heads` filled (see the module docstring); (rows, cells guessed per head,
-    persons with different known labels per head, whose empty cells stay empty)."""
+          min_prob: float) -> tuple[pd.DataFrame, dict, dict, dict]:
+    """`df` with the empty cells of `heads` filled (see the module docstring); (rows, cells copied from a
+    person's known label per head, cells guessed per head, persons with different known labels per head,
+    whose empty cells stay empty)."""
     df = df.copy()
     names = {"mask": MASK_NAMES, "gender": GENDER_NAMES, "age": AGE_RANGES}
     group = persons(df)
-    filled, mixed = {}, {}
+    copied, filled, mixed = {}, {}, {}
     for head in heads:
         # a person's photos differ in their mask (--draw-masks draws several); gender and age are the person's
         by = np.arange(len(df)) if head == "mask" else group
-        cells, filled[head], mixed[head] = fill_head(df[head].str.strip().to_numpy(dtype=object), probs[head], by,
-                                                     names[head], min_prob)
-        df[head] = cells
-    return df, filled, mixed
+        cells = df[head].str.strip().to_numpy(dtype=object)
+        # ages agree when they fall in one band (34 and 35 are one person's, not a contradiction); a range
+        # across two bands has none and is compared as written
+        keys = (np.array([b if (b := age_cell_band(c)) >= 0 else c for c in cells], dtype=object)
+                if head == "age" else None)
+        df[head], copied[head], filled[head], mixed[head] = fill_head(cells, probs[head], by, names[head], min_prob,
+                                                                      keys)
+    return df, copied, filled, mixed
 
 
 def _predict(run: Path, paths: list[Path], tta: str, batch_size: int, heads: list[str],
@@ -131,7 +140,7 @@ def pseudo_faces(folder: str | Path, run: str | Path, out: str | Path, heads: li
     df = read_faces(folder)
     faces = frozenset(i for i, f in enumerate(df.framing) if f.strip() == "face")  # seen as `maskds build` cuts them
     probs = _predict(run, [folder / p for p in df.image], tta, batch_size, heads, faces)
-    df, filled, mixed = guess(df, probs, heads, min_prob)
+    df, _, filled, mixed = guess(df, probs, heads, min_prob)
     labelled = df[(df[["mask", "gender", "age"]] != "").any(axis=1)]
     if labelled.empty:
         raise UserError(f"no image reached --min-prob {min_prob} for {', '.join(heads)}; nothing was written")
