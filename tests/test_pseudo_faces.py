@@ -135,9 +135,9 @@ def test_a_persons_photos_get_one_label_from_their_mean_and_known_labels_apply_t
     assert [m["a1"], m["a2"], m["a3"]] == ["wear", "not_wear", "wear"]    # the mask is each photo's own
 
 
-def labelled_faces(tmp_path, monkeypatch, rows, heads: str) -> pd.DataFrame:
+def labelled_faces(tmp_path, monkeypatch, rows, heads: str, capsys=None) -> pd.DataFrame:
     """`pseudo --faces` on `rows` (image, gender, age, person, the run's gender and age probabilities):
-    labels.csv's rows by image stem."""
+    labels.csv's rows by image stem (with `capsys`: and what it said, on one line)."""
     from PIL import Image
 
     folder = tmp_path / "faces"
@@ -151,7 +151,8 @@ def labelled_faces(tmp_path, monkeypatch, rows, heads: str) -> pd.DataFrame:
     assert maskds(["pseudo", "--faces", str(folder), "--run", str(tmp_path / "run"), str(out), "--min-prob", "0.6",
                    "--heads", heads]) == 0
     got = pd.read_csv(out / "labels.csv", dtype=str, keep_default_na=False)
-    return got.set_index(got.image.str[:-4])
+    got = got.set_index(got.image.str[:-4])
+    return got if capsys is None else (got, " ".join(capsys.readouterr().err.split()))
 
 
 def test_a_persons_known_ages_agree_when_they_fall_in_one_band(tmp_path, monkeypatch):
@@ -164,3 +165,14 @@ def test_a_persons_known_ages_agree_when_they_fall_in_one_band(tmp_path, monkeyp
     assert [age["f1"], age["f2"], age["f3"]] == ["34", "35", "30-39"]  # each photo's own known value stays
     assert age.get("f4") == "34"                                       # the person's first known age
     assert [age["g1"], age["g2"], age.get("g3")] == ["20", "45", None]  # two bands: none given (row dropped)
+
+
+def test_labels_copied_from_a_persons_other_photos_are_counted_and_said(tmp_path, monkeypatch, capsys):
+    sure, unsure = [0.95, 0.05], [0.5, 0.5]
+    rows = [("a1", "female", "34", "A", unsure, [0.3, 0.3, 0.4]),  # A: known -> copied to a2, a3
+            ("a2", "", "", "A", unsure, [0.3, 0.3, 0.4]), ("a3", "", "", "A", unsure, [0.3, 0.3, 0.4]),
+            ("b1", "", "", "B", sure, [0.9, 0.05, 0.05])]            # B: guessed, both heads
+    got, said = labelled_faces(tmp_path, monkeypatch, rows, "gender,age", capsys)
+    assert got.gender.tolist() == ["female"] * 3 + ["male"] and got.age.tolist() == ["34"] * 3 + [AGE_RANGES[0]]
+    assert "guessed at --min-prob 0.6: gender 1, age 1" in said
+    assert "copied from the person's other photos: gender 2, age 2" in said

@@ -140,13 +140,15 @@ def pseudo_faces(folder: str | Path, run: str | Path, out: str | Path, heads: li
     df = read_faces(folder)
     faces = frozenset(i for i, f in enumerate(df.framing) if f.strip() == "face")  # seen as `maskds build` cuts them
     probs = _predict(run, [folder / p for p in df.image], tta, batch_size, heads, faces)
-    df, _, filled, mixed = guess(df, probs, heads, min_prob)
+    df, copied, filled, mixed = guess(df, probs, heads, min_prob)
     labelled = df[(df[["mask", "gender", "age"]] != "").any(axis=1)]
     if labelled.empty:
         raise UserError(f"no image reached --min-prob {min_prob} for {', '.join(heads)}; nothing was written")
     _write(folder, out, labelled)
+    shared = [f"{h} {n}" for h, n in copied.items() if h != "mask"]  # the mask is never copied: each photo's own
     console.print(f"wrote {out}: {len(labelled)} of {len(df)} images with a label; guessed at --min-prob {min_prob}: "
-                  + ", ".join(f"{h} {n}" for h, n in filled.items()))
+                  + ", ".join(f"{h} {n}" for h, n in filled.items())
+                  + ("; copied from the person's other photos: " + ", ".join(shared) if shared else ""))
     for head, n in mixed.items():
         if n:
             console.print(f"[yellow]{head}: {n} person(s) have different known labels on their photos; their "
