@@ -45,7 +45,7 @@ def command() -> str:
 
 def synthetic_data(persons: int, root: Path | None = None) -> Path:
     """Raw synthetic data (maskds synth) under `root` or a temporary folder; reused when present."""
-    from maskds.data.synth import synthesize
+    from maskds.synth.generate import synthesize
 
     root = root or Path(tempfile.mkdtemp(prefix="maskds-bench-")) / "data"
     if not (root / "train" / "train.csv").is_file():

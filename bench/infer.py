@@ -28,9 +28,9 @@ from maskds.core.probabilities import probabilities  # noqa: E402
 from maskds.inference.models import load_member, make_accelerator  # noqa: E402
 from maskds.inference.predict import predict_runs  # noqa: E402
 from maskds.inference.tta import parse_tta  # noqa: E402
-from maskds.training.checkpoint import resolved_metadata, save_best  # noqa: E402
-from maskds.training.config import TrainConfig  # noqa: E402
-from maskds.training.model import create_model  # noqa: E402
+from maskds.model.checkpoint import resolved_metadata, save_best  # noqa: E402
+from maskds.config.keys import TrainConfig  # noqa: E402
+from maskds.model.network import create_model  # noqa: E402
 
 from common import bench_precision, command, machine, synthetic_data  # noqa: E402
 from loader import BaselineImages  # noqa: E402

@@ -22,10 +22,10 @@ from PIL import Image  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
 from torchvision import transforms as T  # noqa: E402
 
-from maskds.training.config import load_config  # noqa: E402
+from maskds.config.keys import load_config  # noqa: E402
 from maskds.training.datasets import CachedImages, class_labels, fold_split, load_train_split, make_loader  # noqa: E402
-from maskds.training.model import create_model, resolve_data_config  # noqa: E402
-from maskds.training.transforms import train_transform  # noqa: E402
+from maskds.model.network import create_model, resolve_data_config  # noqa: E402
+from maskds.model.transforms import train_transform  # noqa: E402
 
 from common import command, machine, synthetic_cache, synthetic_data  # noqa: E402
 

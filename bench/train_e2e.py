@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
-from maskds.training.config import load_config  # noqa: E402
+from maskds.config.keys import load_config  # noqa: E402
 
 from common import bench_precision, command, machine  # noqa: E402
 from train_step import bare, batches  # noqa: E402

@@ -23,10 +23,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from maskds.training.config import TrainConfig  # noqa: E402
+from maskds.config.keys import TrainConfig  # noqa: E402
 from maskds.training.engine import StepOptions, train_one_epoch  # noqa: E402
 from maskds.training.losses import MaskLoss  # noqa: E402
-from maskds.training.model import create_model  # noqa: E402
+from maskds.model.network import create_model  # noqa: E402
 from maskds.training.setup import build_model, optimizer_kernels  # noqa: E402
 from maskds.training.schedule import build_schedule  # noqa: E402
 from maskds.training.state import FoldState, RunProgress  # noqa: E402

@@ -1,6 +1,6 @@
 """Shared pytest fixtures: a tiny synthetic raw data set and its cache, built once per test session.
 
-- `synth_data` (session): Path to a raw data root written by `maskds.data.synth.synthesize` with
+- `synth_data` (session): Path to a raw data root written by `maskds.synth.generate.synthesize` with
   SYNTH_PERSONS train persons (7 images each, with the layout quirks: a .jpeg, a .png, `._` junk,
   an EXIF-rotated image, a non-Asian race) and SYNTH_EVAL_PERSONS eval persons, seed 0. It holds
   train/train.csv, train/images/..., eval/info.csv, eval/images/... and eval/answers.csv (the truth).
@@ -24,7 +24,7 @@ TINY_FOLDS = 3
 @pytest.fixture(scope="session")
 def synth_data(tmp_path_factory) -> Path:
     """Raw layout with SYNTH_PERSONS train and SYNTH_EVAL_PERSONS eval persons (seed 0), read-only."""
-    from maskds.data.synth import synthesize
+    from maskds.synth.generate import synthesize
 
     root = tmp_path_factory.mktemp("synth") / "data"
     synthesize(root, persons=SYNTH_PERSONS, eval_persons=SYNTH_EVAL_PERSONS, seed=0)

@@ -38,7 +38,8 @@ def single_process_launches(text: str) -> list[str]:
 def test_the_documented_single_process_launches_are_quiet():
     # Without -q a config error ends in accelerate's CalledProcessError traceback; on the CPU without
     # OMP_NUM_THREADS, also a launcher warning: a new user's first mistake should read as one line.
-    readme, demo = (ROOT / "README.md").read_text(), (ROOT / "scripts/demo.sh").read_text()
+    docs = [ROOT / "README.md", *sorted((ROOT / "docs/guides").glob("*.md"))]   # the README and its guides
+    readme, demo = "\n".join(p.read_text() for p in docs), (ROOT / "scripts/demo.sh").read_text()
     lines = single_process_launches(readme) + single_process_launches(demo)
     assert len(lines) >= 4, lines
     for line in lines:
@@ -81,7 +82,7 @@ def test_training_inference_and_the_benches_follow_the_one_cpu_precision_rule(mo
     import maskds.core.distributed as distributed
     from maskds.inference.models import inference_precision
     from maskds.training import fit
-    from maskds.training.config import TrainConfig
+    from maskds.config.keys import TrainConfig
 
     monkeypatch.syspath_prepend(str(ROOT / "bench"))
     from common import bench_precision

@@ -9,10 +9,11 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from maskds.core.errors import UserError
-from maskds.training.checkpoint import read_best, resolved_metadata, resume_dir, save_best, save_state_atomic
-from maskds.training.config import TrainConfig
-from maskds.training.model import create_model
-from maskds.training.transforms import eval_transform
+from maskds.model.checkpoint import read_best, resolved_metadata, save_best
+from maskds.training.checkpoint import resume_dir, save_state_atomic
+from maskds.config.keys import TrainConfig
+from maskds.model.network import create_model
+from maskds.model.transforms import eval_transform
 
 
 def _best(tmp_path):

@@ -25,7 +25,7 @@ IMAGES = ("mask1", "mask2", "mask3", "mask4", "mask5", "incorrect_mask", "normal
 
 
 def cli(*argv) -> int:
-    """What maskds.cli.main does with the subcommand: parse, run, a UserError is exit 2 with its message."""
+    """What maskds.cli.main.main does with the subcommand: parse, run, a UserError is exit 2 with its message."""
     parser = argparse.ArgumentParser(prog="maskds")
     add_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args([str(a) for a in argv])

@@ -7,8 +7,8 @@ import sys
 import pytest
 
 from maskds.core.errors import UserError
-from maskds.training.cli import main
-from maskds.training.config import TrainConfig, load_config, save_config
+from maskds.cli.train import main
+from maskds.config.keys import TrainConfig, load_config, save_config
 
 from train_helpers import ROOT, env
 
@@ -58,7 +58,7 @@ def test_a_cache_without_the_recipes_face_crop_is_named_with_the_command_that_bu
     import re
     import shlex
 
-    from maskds.cli import build_parser
+    from maskds.cli.main import build_parser
     from maskds.training.fit import crop_mismatch
 
     demo = load_config(ROOT / "configs/demo.yaml", ["cache=/data/c160"])

@@ -6,7 +6,7 @@ import torch
 from maskds.core import labels
 from maskds.core.errors import UserError
 from maskds.training.datasets import CachedImages, class_labels, fold_split, load_train_split, make_loader
-from maskds.training.transforms import eval_transform, train_transform
+from maskds.model.transforms import eval_transform, train_transform
 
 
 @pytest.fixture(scope="module")

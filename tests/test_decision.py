@@ -10,8 +10,8 @@ from maskds.core.errors import UserError
 from maskds.core.probabilities import AGE_CENTER, AGE_SCALE, HeadSpec, class_probs_from_heads, probabilities
 from maskds.evaluation.decision import (fit_age_thresholds, fit_class_weights, load_decision, macro_f1, save_decision,
                                         shift_age_bands)
-from maskds.evaluation.metrics import scores
-from maskds.inference.cli import main
+from maskds.core.metrics import scores
+from maskds.cli.infer import main
 
 from test_inference import make_eval_dir, make_run, read_probs_frame
 

@@ -15,7 +15,7 @@ from maskds.training.device_images import (
     images_bytes,
     use_device_images,
 )
-from maskds.training.transforms import eval_transform
+from maskds.model.transforms import eval_transform
 
 from train_helpers import ROOT, TINY, launch, metrics_lines
 

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from maskds.core.faces import FIXED_BOX
-from maskds.data.draw_masks import PORTRAIT, SHAPES, draw_mask, frame_portrait, person_photos
+from maskds.external.draw_masks import PORTRAIT, SHAPES, draw_mask, frame_portrait, person_photos
 
 SKIN = (200, 160, 140)
 PLAIN = ("plain", (30, 200, 40), (30, 200, 40))  # a green mask: easy to tell from skin

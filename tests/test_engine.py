@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from maskds.training.engine import evaluate, predict_logits, train_one_epoch
 from maskds.training.losses import MaskLoss
-from maskds.training.model import create_model
+from maskds.model.network import create_model
 from maskds.training.schedule import Schedule
 from maskds.training.state import FoldState, RunProgress
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from maskds.cli import main as maskds
+from maskds.cli.main import main as maskds
 from maskds.data.cache import META_NAME, load_cache
 
 from data_helpers import copy_raw, person_dirs

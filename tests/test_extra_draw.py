@@ -15,7 +15,7 @@ from PIL import Image, ImageOps
 from maskds.core.labels import ALL_KNOWN, EXTRA, KNOWN_AGE, KNOWN_GENDER
 from maskds.training.datasets import ExtraDraw, class_and_age, load_train_split
 from maskds.training.losses import MaskLoss
-from maskds.training.config import TrainConfig
+from maskds.config.keys import TrainConfig
 from maskds.training.setup import build_loaders, extra_pool
 
 from train_helpers import ACCEL, ROOT, env
@@ -39,7 +39,7 @@ def test_each_epoch_draws_count_distinct_persons_one_photo_each_from_seed_and_ep
 
 
 def test_the_pool_is_the_extra_rows_after_the_competitions(tmp_path, synth_data):
-    from maskds.cli import main as maskds
+    from maskds.cli.main import main as maskds
 
     extra = tmp_path / "extra"
     (extra / "i").mkdir(parents=True)
@@ -86,7 +86,7 @@ import json, sys
 import numpy as np
 from accelerate import Accelerator, DataLoaderConfiguration
 from maskds.training.datasets import CachedImages, ExtraDraw, load_train_split, make_loader
-from maskds.training.transforms import train_transform
+from maskds.model.transforms import train_transform
 
 cache, first, last = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 table, _ = load_train_split(cache)

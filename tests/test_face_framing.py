@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from maskds.cli import main as maskds
+from maskds.cli.main import main as maskds
 from maskds.core.faces import centre_window
 from maskds.data.cache import load_cache
 

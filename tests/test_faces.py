@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from maskds.cli import main as maskds
+from maskds.cli.main import main as maskds
 from maskds.core import faces, images
 from maskds.data.cache import load_cache
 
@@ -122,7 +122,7 @@ def test_a_face_cropped_run_says_so_and_inference_crops_the_same_way(tmp_path, s
     assert run.returncode == 0, run.stderr[-3000:]
     assert "face_crop: this recipe" not in run.stdout  # the crop configs/demo.yaml was measured with
     from maskds.inference.models import view_params
-    from maskds.training.checkpoint import read_best
+    from maskds.model.checkpoint import read_best
 
     best = read_best(tmp_path / "crop" / "fold0" / "best.safetensors")
     assert best.resolved["face_crop"] == ["fixed", 0.15]

@@ -7,9 +7,9 @@ from torch import nn
 
 from maskds.inference.fold import conv_bn_pairs, fold_batchnorms
 from maskds.inference.models import load_member, should_fold
-from maskds.training.checkpoint import resolved_metadata, save_best
-from maskds.training.config import TrainConfig
-from maskds.training.model import create_model
+from maskds.model.checkpoint import resolved_metadata, save_best
+from maskds.config.keys import TrainConfig
+from maskds.model.network import create_model
 
 
 def randomize_batchnorms(model: nn.Module, seed: int = 0) -> nn.Module:

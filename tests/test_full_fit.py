@@ -6,12 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from maskds.cli import main as maskds
+from maskds.cli.main import main as maskds
 from maskds.core.errors import UserError
-from maskds.inference.cli import main as infer
+from maskds.cli.infer import main as infer
 from maskds.inference.inputs import find_checkpoints
-from maskds.training.checkpoint import read_best
-from maskds.training.config import FULL_FOLD, load_config
+from maskds.model.checkpoint import read_best
+from maskds.config.keys import load_config
+from maskds.config.plan import FULL_MODEL, FoldModel
 from maskds.training.datasets import fold_split, load_train_split
 
 from test_inference import make_eval_dir
@@ -20,10 +21,10 @@ from train_helpers import ROOT, TINY, launch, metrics_lines
 
 def test_the_full_split_trains_every_row_and_validates_none(tiny_cache):
     table, _ = load_train_split(tiny_cache)
-    split = fold_split(table, FULL_FOLD)
+    split = fold_split(table, FULL_MODEL)
     assert np.array_equal(split.train, np.arange(len(table))) and len(split.val) == 0
     ages = np.asarray(table["age"])
-    kept = fold_split(table, FULL_FOLD, drop_ages=[int(ages[0])]).train   # drop_ages still leave training
+    kept = fold_split(table, FULL_MODEL, drop_ages=[int(ages[0])]).train   # drop_ages still leave training
     assert len(kept) == int((ages != ages[0]).sum())
 
 
@@ -34,7 +35,7 @@ def test_full_needs_no_decision_fitted_out_of_fold_and_no_plateau():
     with pytest.raises(UserError) as err:
         load_config(None, ["folds=full", "scheduler=plateau"])
     assert "plateau" in str(err.value.problems)
-    assert load_config(None, ["folds=full"]).fold_ids([0, 1, 2]) == [FULL_FOLD]
+    assert load_config(None, ["folds=full"]).fold_models([0, 1, 2]) == [FULL_MODEL]
     with pytest.raises(UserError):
         load_config(None, ["folds=every"])
 
@@ -57,7 +58,7 @@ def test_two_processes_train_full_which_infer_votes_and_oof_explains(tiny_cache,
     # the cross-validated folds of the same run beside it: infer.py votes them and full alike
     r = launch([*args, "folds=[0]"], "cpu_2proc.yaml")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert [k for k, _ in find_checkpoints(out / "cv", None)] == [FULL_FOLD, 0]
+    assert [k for k, _ in find_checkpoints(out / "cv", None)] == [FULL_MODEL, FoldModel(0)]
     data = make_eval_dir(tmp_path / "eval")
     assert infer(["--run", str(out / "cv"), "--data", str(data), "--out", str(tmp_path / "sub.csv"), "--tta", "none",
                   "--num-workers", "0"]) == 0
@@ -84,7 +85,7 @@ def test_an_epoch_with_nothing_validated_prints_its_line_not_an_empty_table():
 
     from maskds.training.progress import epoch_table
     record = {"epoch": 0, "train_loss": 1.5, "images_per_s": 40.0, "raw": None, "ema": None, "best": True}
-    line = epoch_table(FULL_FOLD, 3, record)
+    line = epoch_table(FULL_MODEL, 3, record)
     assert isinstance(line, Text) and "no validation: folds=full" in line.plain and "saved (last epoch)" in line.plain
     scores = {"loss": 1.0, "macro_f1": 0.5, "mask_f1": 0.9, "gender_f1": 0.8, "age_f1": 0.6, "accuracy": 0.7, "n": 12}
     table = epoch_table(0, 3, dict(record, ema=scores))

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from maskds.cli import main as maskds
+from maskds.cli.main import main as maskds
 from maskds.data.cache import load_cache
 
 

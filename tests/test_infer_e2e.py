@@ -90,7 +90,7 @@ def test_bad_input_under_two_processes_exits_nonzero_without_output(tmp_path, da
 def test_trained_run_gives_a_valid_submission_and_scores(tmp_path, synth_data, tiny_cache):
     """The issue's bar: train the demo config on two folds, infer with TTA, score against the answers."""
     from maskds.inference.models import build_transform, view_params
-    from maskds.training.checkpoint import read_best
+    from maskds.model.checkpoint import read_best
 
     train = subprocess.run(
         [sys.executable, str(ROOT / "train.py"), "--config", str(ROOT / "configs" / "demo.yaml"),
@@ -116,7 +116,7 @@ def test_trained_run_gives_a_valid_submission_and_scores(tmp_path, synth_data, t
     assert sub["ImageID"].tolist() == info["ImageID"].tolist()
     assert sub["ans"].between(0, 17).all()
 
-    score = subprocess.run([sys.executable, "-m", "maskds.cli", "score", str(out),
+    score = subprocess.run([sys.executable, "-m", "maskds.cli.main", "score", str(out),
                             str(eval_dir / "answers.csv"), "--json"],
                            cwd=ROOT, env=env(), capture_output=True, text=True, timeout=120)
     assert score.returncode == 0, score.stderr

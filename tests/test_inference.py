@@ -9,14 +9,14 @@ from PIL import Image
 
 from maskds.core.images import cached_pixels
 from maskds.core.probabilities import PROB_COLUMNS, HeadSpec, probabilities
-from maskds.inference.cli import main
+from maskds.cli.infer import main
 from maskds.inference.models import build_transform, view_params
 from maskds.inference.predict import shard_batches
 from maskds.inference.voting import answers, combine_folds, combine_runs
-from maskds.training.checkpoint import read_best, save_best
-from maskds.training.config import TrainConfig
-from maskds.training.model import create_model
-from maskds.training.transforms import eval_transform
+from maskds.model.checkpoint import read_best, save_best
+from maskds.config.keys import TrainConfig
+from maskds.model.network import create_model
+from maskds.model.transforms import eval_transform
 
 MEAN, STD = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]
 
@@ -296,19 +296,19 @@ def test_infer_on_a_cpu_without_native_bf16_predicts_in_fp32_and_says_so(tmp_pat
 
 
 
-@pytest.mark.parametrize("given, folds", [(["full"], [-2]), (["0,1,full"], [0, 1, -2]), (["0", "1"], [0, 1]),
-                                          (["1,", "full"], [1, -2])])
+@pytest.mark.parametrize("given, folds", [(["full"], [None]), (["0,1,full"], [0, 1, None]), (["0", "1"], [0, 1]),
+                                          (["1,", "full"], [1, None])])
 def test_folds_name_the_full_model_full_alone_or_in_a_list(given, folds):
-    from maskds.inference.cli import parse_args
-    from maskds.training.config import FULL_FOLD
+    from maskds.cli.infer import parse_args
+    from maskds.config.plan import FoldModel
 
-    assert FULL_FOLD == -2
-    assert parse_args(["--run", "r", "--data", "d", "--out", "o.csv", "--folds", *given]).folds == folds
+    assert parse_args(["--run", "r", "--data", "d", "--out", "o.csv", "--folds", *given]).folds == [
+        FoldModel(k) for k in folds]
 
 
 @pytest.mark.parametrize("given", ["-2", "one", "0,x", ","])
 def test_folds_refuse_what_is_neither_a_fold_number_nor_full(given, capsys):
-    from maskds.inference.cli import parse_args
+    from maskds.cli.infer import parse_args
 
     with pytest.raises(SystemExit) as exit_:
         parse_args(["--run", "r", "--data", "d", "--out", "o.csv", "--folds", given])

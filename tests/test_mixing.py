@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from maskds.core.errors import UserError
-from maskds.training.config import load_config
+from maskds.config.keys import load_config
 from maskds.training.losses import MaskLoss
 from maskds.training.mixing import MixOptions, batch_rng, mix_batch, mixed_loss
 

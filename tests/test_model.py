@@ -4,7 +4,7 @@ import torch
 
 from maskds.core.errors import UserError
 from maskds.core.probabilities import HeadSpec
-from maskds.training.model import create_model, resolve_data_config
+from maskds.model.network import create_model, resolve_data_config
 
 
 @pytest.mark.parametrize("head", ["multihead", "single"])
@@ -28,10 +28,10 @@ def test_unknown_model_name_is_a_user_error():
 
 
 def test_local_weights_go_through_maskds_pretrained(monkeypatch):
-    import maskds.training.pretrained
+    import maskds.model.pretrained
 
     calls = []
-    monkeypatch.setattr(maskds.training.pretrained, "load_backbone_weights",
+    monkeypatch.setattr(maskds.model.pretrained, "load_backbone_weights",
                         lambda backbone, source, mapping: calls.append((type(backbone).__name__, source, mapping)))
     create_model("test_efficientnet", "single", pretrained="/some/file.pth", pretrained_mapping="order")
     assert calls == [("EfficientNet", "/some/file.pth", "order")]

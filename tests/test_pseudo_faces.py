@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from maskds.cli import main as maskds
-from maskds.data.pseudo_faces import AGE_RANGES
-from maskds.inference.cli import main as infer
+from maskds.cli.main import main as maskds
+from maskds.external.pseudo_faces import AGE_RANGES
+from maskds.cli.infer import main as infer
 from maskds.core.labels import GENDER_NAMES
 
 from test_inference import make_eval_dir, make_run
@@ -86,7 +86,7 @@ def test_a_head_the_run_did_not_learn_is_refused_and_unlabelled_rows_are_labelle
 
 def fake_probs(monkeypatch, by_image: dict[str, dict[str, list[float]]]) -> None:
     """`pseudo --faces` answers with these probabilities per image (head -> probabilities), not a run's."""
-    from maskds.data import pseudo_faces
+    from maskds.external import pseudo_faces
 
     def predict(run, paths, tta, batch_size, heads, face_images=frozenset()):
         return {h: np.array([by_image[p.name][h] for p in paths]) for h in heads}

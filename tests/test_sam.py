@@ -12,7 +12,7 @@ from accelerate import Accelerator
 from torch import nn
 
 from maskds.core.errors import UserError
-from maskds.training.config import TrainConfig
+from maskds.config.keys import TrainConfig
 from maskds.training.sam import sam_backward
 
 from train_helpers import ACCEL, ROOT, TINY, env, free_port, launch, metrics_lines

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from maskds.core.errors import UserError
-from maskds.training.config import TrainConfig
+from maskds.config.keys import TrainConfig
 from maskds.training.schedule import SCHEDULERS, build_schedule
 
 

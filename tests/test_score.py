@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from maskds.cli import main as cli_main
+from maskds.cli.main import main as cli_main
 from maskds.core.errors import UserError
 from maskds.evaluation.score import run_score
 

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from maskds.training.config import TrainConfig
+from maskds.config.keys import TrainConfig
 from maskds.training.setup import build_model, ema_decay_for
 
 

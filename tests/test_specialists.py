@@ -9,11 +9,11 @@ import torch
 
 from maskds.core.errors import UserError
 from maskds.core.probabilities import probs_from_frame
-from maskds.evaluation.metrics import selection_score
+from maskds.core.metrics import selection_score
 from maskds.inference.assemble import parse_heads
-from maskds.inference.cli import main
-from maskds.training.checkpoint import read_best
-from maskds.training.config import load_config
+from maskds.cli.infer import main
+from maskds.model.checkpoint import read_best
+from maskds.config.keys import load_config
 from maskds.training.losses import MaskLoss
 
 from test_inference import make_eval_dir, make_run

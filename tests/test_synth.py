@@ -11,7 +11,7 @@ from PIL import Image
 
 from maskds.core import images, labels
 from maskds.core.errors import UserError
-from maskds.data.synth import synthesize
+from maskds.synth.generate import synthesize
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -71,7 +71,7 @@ def test_eval_has_opaque_names_zero_answers_and_the_truth_aside(synth_data):
 
 
 def test_age_distribution_has_the_rare_upper_band():
-    from maskds.data.synth import _band_ages  # the ages synthesize draws, without drawing pictures
+    from maskds.synth.generate import _band_ages  # the ages synthesize draws, without drawing pictures
 
     ages = _band_ages(np.random.default_rng(0), 2000)
     bands = Counter(labels.age_band(a) for a in ages)

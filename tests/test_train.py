@@ -9,11 +9,11 @@ import torch
 from safetensors.torch import load_file
 
 from maskds.core.errors import UserError
-from maskds.training.checkpoint import read_best
-from maskds.training.cli import main
-from maskds.training.config import load_config, save_config
+from maskds.model.checkpoint import read_best
+from maskds.cli.train import main
+from maskds.config.keys import load_config, save_config
 from maskds.training.datasets import fold_split, load_train_split
-from maskds.training.model import create_model
+from maskds.model.network import create_model
 
 from train_helpers import ACCEL, ROOT, TINY, env, free_port, launch, metrics_lines
 
@@ -168,7 +168,7 @@ def test_resume_refuses_a_changed_config_and_a_path_for_several_folds(tiny_cache
 def test_training_uses_the_configured_age_bands_and_validation_the_competitions(tiny_cache, tmp_path):
     import numpy as np
 
-    from maskds.training.checkpoint import resolved_metadata
+    from maskds.model.checkpoint import resolved_metadata
     from maskds.training.datasets import class_labels
     from maskds.training.setup import build_loaders, build_model
 
@@ -198,7 +198,7 @@ def test_resume_keeps_metrics_of_reached_epochs_and_drops_a_half_written_line(tm
 def test_resume_accepts_a_run_saved_before_newer_keys_existed(tmp_path):
     import yaml
 
-    from maskds.training.config import TrainConfig
+    from maskds.config.keys import TrainConfig
     from maskds.training.fit import check_fold_dir
 
     config = TrainConfig(epochs=3)

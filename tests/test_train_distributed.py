@@ -76,7 +76,7 @@ import sys
 import torch
 
 from maskds.training import fit
-from maskds.training.cli import main
+from maskds.cli.train import main
 
 train_one_epoch = fit.train_one_epoch
 
@@ -97,7 +97,7 @@ sys.exit(main())
 def test_full_saves_the_mean_of_the_processes_batchnorm_statistics(tiny_cache, tmp_path):
     """folds=full validates nothing, and validation is where the fold path averages the EMA's BatchNorm
     buffers: the saved ones must still be the mean over processes, not the main process's own."""
-    from maskds.training.checkpoint import read_best
+    from maskds.model.checkpoint import read_best
 
     script = tmp_path / "train_spy.py"
     script.write_text(SPY.replace("BN_DIR", str(tmp_path)))

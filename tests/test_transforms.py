@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from maskds.training.transforms import AUGMENT_PRESETS, eval_transform, train_transform
+from maskds.model.transforms import AUGMENT_PRESETS, eval_transform, train_transform
 
 
 def _photo(h=96, w=72, seed=0):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from maskds.core.probabilities import PROB_COLUMNS
-from maskds.inference.cli import main
+from maskds.cli.infer import main
 
 from test_inference import make_eval_dir, make_run, manual_run_probs, read_probs_frame
 

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from maskds.cli import main
+from maskds.cli.main import main
 
 from train_helpers import ROOT, env
 
@@ -25,7 +25,7 @@ def tune_args(tmp_path, cache, study="s", trials=2, space=SPACE) -> list[str]:
 
 
 def run_tune(args: list[str], **kwargs):
-    return subprocess.Popen([sys.executable, "-m", "maskds.cli", *args], cwd=ROOT, env=env(), text=True,
+    return subprocess.Popen([sys.executable, "-m", "maskds.cli.main", *args], cwd=ROOT, env=env(), text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kwargs)
 
 
@@ -276,7 +276,7 @@ def test_a_study_compares_only_the_keys_the_user_set_so_a_new_config_field_resum
     import optuna
 
     from maskds.core.errors import UserError
-    from maskds.training.config import TrainConfig
+    from maskds.config.keys import TrainConfig
     from maskds.tuning.space import parse_param
     from maskds.tuning.tune import TuneJob, check_study
 
@@ -306,7 +306,7 @@ def test_a_study_stored_by_the_old_code_resumes_without_its_missing_fields_and_r
     from maskds.core.errors import UserError
     from maskds.tuning.space import describe, parse_param
     from maskds.tuning.tune import TuneJob, check_study
-    from maskds.training.config import load_config
+    from maskds.config.keys import load_config
 
     lr = parse_param("lr", {"low": 1e-4, "high": 1e-3}, "space")
     job = TuneJob(str(ROOT / "configs/demo.yaml"), ["epochs=1"], [lr], tmp_path, "s")

@@ -6,7 +6,7 @@ from typing import Callable, TypeVar
 import torch
 from accelerate.utils import gather_object, is_mps_available, is_npu_available, is_xpu_available, parse_flag_from_env
 
-from .errors import UserError
+from maskds.core.errors import UserError
 
 T = TypeVar("T")
 

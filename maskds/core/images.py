@@ -55,7 +55,7 @@ def prepare_with_box(source: str | Path | bytes, size_hw: tuple[int, int] | None
     """`prepare`, and the face box (fractions of the photo; None without a crop) and whether it was found."""
     img, box, found = open_rgb(source), None, False
     if crop is not None and crop[0] != "none":
-        from .faces import face_crop
+        from maskds.core.faces import face_crop
 
         img, box, found = face_crop(img, crop[0], size_hw or img.size[::-1], crop[1])
     if size_hw is not None:
@@ -96,3 +96,9 @@ def decode_cached(data: bytes) -> np.ndarray:
     if arr is None:  # not something OpenCV reads: fall back to the general path
         return load_rgb(data)
     return arr
+
+
+def single_threaded_opencv(worker_id: int) -> None:
+    """A loader worker's init: the workers are the parallelism, so OpenCV's own thread pool in each would
+    oversubscribe the cores."""
+    cv2.setNumThreads(0)

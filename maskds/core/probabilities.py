@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .labels import DEFAULT_AGE_THRESHOLDS, HEAD_SIZES, NUM_CLASSES
+from maskds.core.labels import DEFAULT_AGE_THRESHOLDS, HEAD_SIZES, NUM_CLASSES
 
 # Probabilities of a set of images: "mask" [N,3], "gender" [N,2], "age" [N,3] (bands), "class" [N,18];
 # as a table (probabilities files, oof.csv) one column per entry, e.g. age_p2, class_p17.

@@ -13,15 +13,15 @@ import datasets
 from rich.console import Console
 from rich.progress import Progress
 
-from ..core.atomic import temp_dir
-from ..core.faces import CROP_METHODS, FACE_IMAGE, FIXED_BOX_RULE, MARGIN
-from ..core.errors import UserError
-from .corrections import apply_corrections, load_corrections
-from .encode import imap_encode, progress_bar, undecodable
-from .extra import age_unused_note, check_extra, check_not_competition, extra_fingerprint
-from .folds import assign_folds, person_table
-from .layout import Layout, raise_problems, scan
-from .summary import counts, print_summary
+from maskds.core.atomic import temp_dir
+from maskds.core.faces import CROP_METHODS, FACE_IMAGE, FIXED_BOX_RULE, MARGIN
+from maskds.core.errors import UserError
+from maskds.data.corrections import apply_corrections, load_corrections
+from maskds.data.encode import imap_encode, progress_bar, undecodable
+from maskds.data.extra import age_unused_note, check_extra, check_not_competition, extra_fingerprint
+from maskds.data.folds import assign_folds, person_table
+from maskds.data.layout import Layout, raise_problems, scan
+from maskds.data.summary import counts, print_summary
 
 FORMAT_VERSION = 1
 TRAIN_ONLY_FOLD = -1  # the fold of rows that train every fold and never validate (extra data, pseudo labels)

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import yaml
 
-from ..core import labels
-from ..core.errors import UserError
-from .layout import MAX_AGE, MIN_AGE, ImageRecord
+from maskds.core import labels
+from maskds.core.errors import UserError
+from maskds.data.layout import MAX_AGE, MIN_AGE, ImageRecord
 
 DEFAULT_PATH = Path(__file__).parent / "corrections.yaml"
 FIELDS = ("gender", "age", "swap")

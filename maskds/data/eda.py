@@ -11,11 +11,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from ..core import images, labels  # noqa: E402
-from ..core.errors import UserError  # noqa: E402
-from .corrections import apply_corrections, load_corrections  # noqa: E402
-from .folds import assign_folds, person_table, strata  # noqa: E402
-from .layout import read_train, scan  # noqa: E402
+from maskds.core import images, labels  # noqa: E402
+from maskds.core.errors import UserError  # noqa: E402
+from maskds.data.corrections import apply_corrections, load_corrections  # noqa: E402
+from maskds.data.folds import assign_folds, person_table, strata  # noqa: E402
+from maskds.data.layout import read_train, scan  # noqa: E402
 
 EDA_FOLDS, EDA_SEED = 5, 42  # the build's defaults, so the plot shows the folds a default cache gets
 SAMPLES_PER_CLASS = 3

@@ -27,9 +27,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..core.errors import UserError
-from ..core.labels import AGE_NAMES, GENDER_NAMES, MASK_NAMES, age_band
-from .face_sources import parse_age
+from maskds.core.ages import AgeLabel
+from maskds.core.errors import UserError
+from maskds.core.labels import GENDER_NAMES, MASK_NAMES
 
 EXTRA_CSV = "labels.csv"
 COLUMNS = ("image", "mask", "gender", "age", "person", "framing")
@@ -53,25 +53,14 @@ def _age(value: str, where: str, problems: list[str]) -> tuple[int, int, str]:
     A range is not learned as its own interval: the cache keeps a band, not the range's years."""
     if value == "":
         return -1, -1, ""
-    age = parse_age(value)
+    age = AgeLabel.parse(value)
     if age is None:
         problems.append(f"{where}: age {value!r} is not whole years in 0..120 or a range like 20-29 "
                         "(leave it empty when unknown)")
         return -1, -1, ""
-    if "-" not in age:
-        return int(age), -1, ""
-    low, high = age.split("-")
-    first, last = age_band(int(low)), age_band(int(high) if high else 120)
-    if first == last:
-        return -1, first, ""
-    return -1, -1, " and ".join(AGE_NAMES[first:last + 1])
-
-
-def age_cell_band(value: str) -> int:
-    """The competition age band of a labels.csv age cell (whole years, or a range inside one band); -1 when
-    empty, not an age, or a range across two bands (as a build reads the cell)."""
-    age, band, _ = _age(value.strip(), "", [])
-    return age_band(age) if age >= 0 else band
+    if age.years is not None:
+        return age.years, -1, ""
+    return -1, age.band(), age.spanned()
 
 
 def _read_csv(folder: Path, problems: list[str]) -> pd.DataFrame | None:

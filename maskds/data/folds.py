@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
-from ..core import labels
-from ..core.errors import UserError
+from maskds.core import labels
+from maskds.core.errors import UserError
 
 
 def person_table(records) -> pd.DataFrame:

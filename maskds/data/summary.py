@@ -6,7 +6,7 @@ from collections import Counter
 from rich.console import Console
 from rich.table import Table
 
-from ..core import labels
+from maskds.core import labels
 
 
 def counts(train_rows: list[dict], eval_rows: list[dict] | None, k: int,

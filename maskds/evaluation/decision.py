@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..core.atomic import atomic_path
-from ..core.errors import UserError
-from ..core.labels import NUM_CLASSES
-from ..core.probabilities import AGE_SIGMA, class_probs_from_heads
+from maskds.core.atomic import atomic_path
+from maskds.core.errors import UserError
+from maskds.core.labels import NUM_CLASSES
+from maskds.core.probabilities import AGE_SIGMA, class_probs_from_heads
 
 DECISION_FILE = "decision.json"
 GRID = np.exp(np.linspace(np.log(0.4), np.log(2.5), 15))  # weights tried per class, 1.0 among them

@@ -9,26 +9,24 @@ import pandas as pd
 import yaml
 from rich.console import Console
 
-from ..core.atomic import atomic_path
-from ..core.errors import UserError
-from ..core.labels import DEFAULT_AGE_THRESHOLDS, class_name
-from ..core.probabilities import PROB_COLUMNS, probs_from_frame
-from .decision import Decision, age_cut_classes, fit_age_thresholds, fit_class_weights, save_decision
-from .metrics import confusion, scores
-from .score import plot_confusion, print_tables
+from maskds.config.plan import FULL, FULL_MODEL, OOF_FILE, run_models
+from maskds.core.atomic import atomic_path
+from maskds.core.console import show
+from maskds.core.errors import UserError
+from maskds.core.labels import DEFAULT_AGE_THRESHOLDS, class_name
+from maskds.core.probabilities import PROB_COLUMNS, probs_from_frame
+from maskds.evaluation.decision import Decision, age_cut_classes, fit_age_thresholds, fit_class_weights, save_decision
+from maskds.core.metrics import confusion, scores
+from maskds.evaluation.score import plot_confusion, print_tables
 
-OOF_FILE = "oof.csv"  # written by training.records.FoldFiles.write_oof
 
 
 def fold_dirs(run: Path) -> list[Path]:
-    """The `fold<k>/` folders of a run, in fold order."""
-    if not run.is_dir():
-        raise UserError(f"run folder {run} does not exist; pass runs/<name> as written by train.py")
-    dirs = sorted((d for d in run.glob("fold*") if d.is_dir() and d.name[4:].isdigit()), key=lambda d: int(d.name[4:]))
-    from ..training.config import FULL_DIR  # lazy: training imports this module
-
-    if not dirs and (run / FULL_DIR).is_dir():
-        raise UserError(f"run folder {run} holds only full/ (folds=full: every person trained, none validated), "
+    """The folders of a run's validating models (`fold<k>/`, the fold plan's), in fold order."""
+    models = run_models(run)
+    dirs = [d for m, d in models.items() if m.validates]
+    if not dirs and FULL_MODEL in models:
+        raise UserError(f"run folder {run} holds only {FULL}/ (folds=full: every person trained, none validated), "
                         "so it has no out-of-fold predictions; train the cross-validated folds (folds=all) for them")
     if not dirs:
         raise UserError(f"run folder {run} holds no fold<k>/ folders; train it first (accelerate launch train.py ...)")
@@ -156,6 +154,24 @@ def tune_decision(run: str | Path, oof: pd.DataFrame, kind: str) -> tuple[Path, 
     return path, before, after, what
 
 
+def fit_decision(run: Path, config) -> None:
+    """`tune_decision` after train.py's folds (`config`: its TrainConfig): fit the decision on the out-of-fold predictions of every fold the run holds now
+    (`maskds oof RUN --tune-decision KIND`). The folds are trained either way: a run it cannot be fitted
+    on (a fold of another cache, a fold without oof.csv) is reported, not raised."""
+    if len(config.heads) < 3:  # infer.py applies no run's decision to heads assembled with --head
+        show(f"[yellow]tune_decision: not fitted, a specialist (heads={config.heads}) answers with other runs[/]")
+        return
+    try:  # e.g. age cuts for a tune trial's bands head: not fitted, said so
+        oof = read_oof(run)
+        path, before, after, rule = tune_decision(run, oof, config.tune_decision)
+    except (UserError, OSError) as err:  # the folds are trained and saved either way
+        show(f"[yellow]tune_decision: not fitted: {err}[/]")
+        return
+    show(f"tuned decision ({rule}) -> {path}: out-of-fold macro F1 {before['macro_f1']:.4f} -> "
+         f"{after['macro_f1']:.4f} over {oof['fold'].nunique()} fold(s) (fitted there: judge it held out; "
+         "infer.py applies it, --no-tuned-decision does not)")
+
+
 def confident_mistakes(oof: pd.DataFrame, top: int) -> pd.DataFrame:
     """Up to `top` wrong out-of-fold predictions, the most confident first, a person's mistakes together."""
     probs = class_probs(oof)
@@ -185,8 +201,8 @@ def write_gallery(oof: pd.DataFrame, out: str | Path, top: int = 36) -> Path:
     import datasets  # lazy too: the scores need no arrow
     import matplotlib.pyplot as plt
 
-    from ..core.images import decode_cached
-    from ..data.cache import cache_id, load_cache
+    from maskds.core.images import decode_cached
+    from maskds.data.cache import cache_id, load_cache
 
     mistakes = confident_mistakes(oof, top)
     cols = 6

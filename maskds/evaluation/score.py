@@ -9,9 +9,9 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from ..core.errors import UserError
-from ..core.labels import NUM_CLASSES, class_name
-from .metrics import confusion, scores
+from maskds.core.errors import UserError
+from maskds.core.labels import NUM_CLASSES, class_name
+from maskds.core.metrics import confusion, scores
 
 # How many offending ids an error message lists before it says "and N more".
 SHOW_IDS = 5

@@ -16,9 +16,9 @@ from typing import Sequence
 
 import torch
 
-from ..core.errors import UserError
-from ..core.labels import HEAD_NAMES
-from ..core.probabilities import Probs, class_probs_from_heads
+from maskds.core.errors import UserError
+from maskds.core.labels import HEAD_NAMES
+from maskds.core.probabilities import Probs, class_probs_from_heads
 
 
 @dataclass(frozen=True)

@@ -6,35 +6,27 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image
 
-from ..core.errors import UserError
-from ..training.config import FULL_DIR, FULL_FOLD, fold_label
+from maskds.config.plan import BEST_FILE, FULL, FoldModel, names, run_models
+from maskds.core.errors import UserError
 
 SHOW = 10  # problems listed by name before "and N more"
 
 
-def find_checkpoints(run: Path, folds: list[int] | None) -> list[tuple[int, Path]]:
-    """(fold, best.safetensors) pairs of a run folder: every `fold<k>/` and `full/` (folds=full, fold id
-    FULL_FOLD), or only the folds named (`config.parse_folds`); messages name them as `fold_label` does."""
+def find_checkpoints(run: Path, folds: list[FoldModel] | None) -> list[tuple[FoldModel, Path]]:
+    """(model, best.safetensors) pairs of a run folder: every model it holds weights for (the fold plan's
+    `fold<k>/` and `full/`), or only the models named (`plan.parse_models`), named in messages by their label."""
     if not run.is_dir():
         raise UserError(f"run folder {run} does not exist; pass --run runs/<name> as written by train.py")
-    found = {}
-    for p in run.glob("fold*/best.safetensors"):
-        suffix = p.parent.name[len("fold"):]
-        if suffix.isdigit():
-            found[int(suffix)] = p
-    if (run / FULL_DIR / "best.safetensors").is_file():
-        found[FULL_FOLD] = run / FULL_DIR / "best.safetensors"
+    found = {m: d / BEST_FILE for m, d in run_models(run).items() if (d / BEST_FILE).is_file()}
     if not found:
-        raise UserError(f"run folder {run} holds no fold<k>/best.safetensors or full/best.safetensors; train it first "
+        raise UserError(f"run folder {run} holds no fold<k>/{BEST_FILE} or {FULL}/{BEST_FILE}; train it first "
                         "(accelerate launch train.py ...) or pass the run's own folder")
     if folds is None:
-        return sorted(found.items())
-    missing = [k for k in folds if k not in found]
+        return list(found.items())
+    missing = [m for m in folds if m not in found]
     if missing:
-        def names(ks):  # the folds first, then full
-            return ", ".join(fold_label(k) for k in sorted(ks, key=lambda k: (k == FULL_FOLD, k)))
         raise UserError(f"run folder {run} has no weights for {names(missing)}; it has {names(found)}")
-    return [(k, found[k]) for k in folds]
+    return [(m, found[m]) for m in folds]
 
 
 def read_info(data: Path) -> tuple[list[str], list[Path]]:

@@ -9,14 +9,14 @@ import torch
 from accelerate import Accelerator
 from torch import nn
 
-from ..core.distributed import cpu_precision, use_cpu
-from ..core.errors import UserError
-from ..core.labels import DEFAULT_AGE_THRESHOLDS, HEAD_NAMES
-from ..core.probabilities import HeadSpec
-from ..training.checkpoint import read_best
-from ..training.model import create_model
-from ..training.transforms import eval_transform
-from .fold import fold_batchnorms
+from maskds.core.distributed import cpu_precision, use_cpu
+from maskds.core.errors import UserError
+from maskds.core.labels import DEFAULT_AGE_THRESHOLDS, HEAD_NAMES
+from maskds.core.probabilities import HeadSpec
+from maskds.model.checkpoint import read_best
+from maskds.model.network import create_model
+from maskds.model.transforms import eval_transform
+from maskds.inference.fold import fold_batchnorms
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ class Member:
     """One fold's model, ready to predict."""
 
     run: int
-    fold: int
+    fold: FoldModel
     path: Path
     spec: HeadSpec
     view: ViewParams
@@ -103,7 +103,7 @@ def build_transform(view: ViewParams):
     return eval_transform(list(view.image_size))
 
 
-def load_member(run: int, fold: int, path: Path, device: torch.device, compile: bool = False,
+def load_member(run: int, fold: FoldModel, path: Path, device: torch.device, compile: bool = False,
                 fold_bn: str = "auto") -> Member:
     """Rebuild a fold's model from its checkpoint metadata and load the (EMA) weights; `fold_bn` "on": each
     BatchNorm folded into its convolution (`fold.fold_batchnorms`), "auto": when compiling or on the CPU;

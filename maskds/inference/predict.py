@@ -10,14 +10,13 @@ from accelerate.utils import gather_object
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch.utils.data import DataLoader, Dataset
 
-from ..core.errors import UserError
-from ..core.faces import FACE_IMAGE
-from ..core.images import cached_pixels
-from ..core.probabilities import KEYS, WIDTHS, Probs
-from ..training.datasets import single_threaded_opencv
-from .models import Member, build_transform
-from .tta import forward_views
-from .voting import combine_folds
+from maskds.core.errors import UserError
+from maskds.core.faces import FACE_IMAGE
+from maskds.core.images import cached_pixels, single_threaded_opencv
+from maskds.core.probabilities import KEYS, WIDTHS, Probs
+from maskds.inference.models import Member, build_transform
+from maskds.inference.tta import forward_views
+from maskds.inference.voting import combine_folds
 
 
 class EvalImages(Dataset):

@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core.errors import UserError
-from ..core.probabilities import KEYS, HeadSpec, probabilities
+from maskds.core.errors import UserError
+from maskds.core.probabilities import KEYS, HeadSpec, probabilities
 
 SCALE = 1.1  # zoom: the centre 1/1.1 of the image enlarged; shrink: the image at 1/1.1, zero border
 

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..core.atomic import atomic_path
-from ..core.errors import UserError
-from ..core.probabilities import (
+from maskds.core.atomic import atomic_path
+from maskds.core.errors import UserError
+from maskds.core.probabilities import (
     KEYS,
     PROB_COLUMNS,
     Probs,

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .transforms import AUGMENT_PRESETS
+from maskds.model.transforms import AUGMENT_PRESETS
 
 _NAMES = ("flip", "scale_x", "scale_y", "rotate", "translate_x", "translate_y", "contrast", "brightness",
           "cj_brightness", "cj_contrast", "cj_saturation", "hue", "saturation", "gray",

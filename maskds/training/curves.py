@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..core.atomic import atomic_path
+from maskds.core.atomic import atomic_path
 
 
 def plot_curves(metrics_file: str | Path, out: str | Path) -> Path:

@@ -6,18 +6,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-import cv2
 import datasets
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..core import images
-from ..core.errors import UserError
-from ..core.labels import (ALL_KNOWN, EXTRA, KNOWN_AGE, KNOWN_BAND, KNOWN_GENDER, KNOWN_INTERVAL, KNOWN_MASK,
+from maskds.core import images
+from maskds.core.errors import UserError
+from maskds.core.labels import (ALL_KNOWN, EXTRA, KNOWN_AGE, KNOWN_BAND, KNOWN_GENDER, KNOWN_INTERVAL, KNOWN_MASK,
                            PSEUDO, age_band, band_fits, encode)
-from ..data.cache import load_cache
-from .config import FULL_FOLD
+from maskds.data.cache import load_cache
+from maskds.config.plan import FoldModel
 
 
 def load_train_split(cache: str | Path) -> tuple[datasets.Dataset, dict]:
@@ -137,19 +136,18 @@ class FoldSplit:
     val: np.ndarray
 
 
-def fold_split(table: datasets.Dataset, fold: int, drop_ages: Sequence[int] = ()) -> FoldSplit:
-    """Validate on fold `fold`, train on the others (FULL_FOLD: train on every row, validate on none); `drop_ages`
-    leave training only (never validation).
+def fold_split(table: datasets.Dataset, fold: FoldModel | int, drop_ages: Sequence[int] = ()) -> FoldSplit:
+    """Validate `fold` on the rows it validates (the fold plan's), train on the others; `drop_ages` leave
+    training only (never validation).
     Rows of fold -1 (extra data, pseudo labels: `data.cache.TRAIN_ONLY_FOLD`) are in every fold's training set."""
+    fold = FoldModel.of(fold)
     folds = np.asarray(table["fold"], dtype=np.int64)
     ages = np.asarray(table["age"], dtype=np.int64)
-    val = np.flatnonzero(folds == fold)  # FULL_FOLD (folds=full): no row, every row trains
-    keep = (folds != fold) & ~np.isin(ages, np.asarray(list(drop_ages), dtype=np.int64))
-    train = np.flatnonzero(keep)
-    if fold == FULL_FOLD and len(train):
-        return FoldSplit(train=train, val=val)
-    if len(val) == 0 or len(train) == 0:
-        raise UserError(f"fold {fold}: {len(train)} training and {len(val)} validation images; check folds/drop_ages")
+    validated = fold.validation_rows(folds)
+    val = np.flatnonzero(validated)
+    train = np.flatnonzero(~validated & ~np.isin(ages, np.asarray(list(drop_ages), dtype=np.int64)))
+    if len(train) == 0 or (fold.validates and len(val) == 0):
+        raise UserError(f"{fold.label}: {len(train)} training and {len(val)} validation images; check folds/drop_ages")
     return FoldSplit(train=train, val=val)
 
 
@@ -217,11 +215,6 @@ def seed_sample(transform, seed: int, epoch: int, index: int) -> None:
         transform.set_random_state(rng, random.Random(int(rng.integers(2**63))))
 
 
-def single_threaded_opencv(worker_id: int) -> None:
-    """Loader workers are the parallelism: OpenCV's own thread pool in each would oversubscribe the cores."""
-    cv2.setNumThreads(0)
-
-
 def make_loader(dataset: Dataset, batch_size: int, train: bool, num_workers: int, pin_memory: bool) -> DataLoader:
     """DataLoader with persistent workers; training shuffles and drops the last partial batch."""
     return DataLoader(
@@ -233,7 +226,7 @@ def make_loader(dataset: Dataset, batch_size: int, train: bool, num_workers: int
         pin_memory=pin_memory,
         # Seeds are per sample (CachedImages), so workers need no restart per epoch to draw anew.
         persistent_workers=num_workers > 0,
-        worker_init_fn=single_threaded_opencv,
+        worker_init_fn=images.single_threaded_opencv,
         # Its own generator: starting workers (once, when they persist) then never draws from the
         # global torch RNG that dropout uses, so a resumed run matches an uninterrupted one.
         generator=torch.Generator().manual_seed(0),

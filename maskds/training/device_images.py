@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from ..core import images as image_codec
-from .batch_augment import augment_batch, draw_batch
+from maskds.core import images as image_codec
+from maskds.training.batch_augment import augment_batch, draw_batch
 
 DECODE_CHUNK = 256          # images per nvJPEG call
 DEVICE_SHARE = 0.25         # auto: use the device only if the images fit in this share of its free memory

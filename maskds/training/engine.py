@@ -10,11 +10,11 @@ import torch
 from timm.utils import distribute_bn
 from torch import nn
 
-from ..core.probabilities import HeadSpec, probabilities
-from ..evaluation import metrics
-from .mixing import MixOptions, batch_rng, mix_batch, mixed_loss
-from .sam import sam_backward
-from .state import FoldState
+from maskds.core.probabilities import HeadSpec, probabilities
+from maskds.core import metrics
+from maskds.training.mixing import MixOptions, batch_rng, mix_batch, mixed_loss
+from maskds.training.sam import sam_backward
+from maskds.training.state import FoldState
 
 
 @dataclass(frozen=True)

@@ -14,25 +14,26 @@ from accelerate.tracking import LOGGER_TYPE_TO_CLASS
 from accelerate.utils import ProjectConfiguration, broadcast_object_list, set_seed
 from rich.markup import escape
 
-from ..core.console import show
-from ..core.distributed import cpu_precision, on_main, use_cpu
-from ..core.errors import UserError
-from ..core.probabilities import Probs
-from ..data.cache import TRAIN_ONLY_FOLD, cache_crop, cache_id, rebuild_command
-from ..evaluation.metrics import selection_score
-from ..evaluation.oof import read_oof, tune_decision
-from .checkpoint import resolved_metadata, resume_dir, save_state_atomic
-from .config import TrainConfig, fold_dir_name, fold_label
-from .datasets import load_train_split
-from .device_images import use_device_images
-from .engine import StepOptions, sync_batchnorm, train_one_epoch, validate
-from .losses import MaskLoss
-from .mixing import MixOptions
-from .progress import epoch_table, train_progress
-from .records import FoldFiles, epoch_record, oof_index, tracker_scalars
-from .schedule import plateau_step
-from .setup import FoldLoaders, build_fold, build_loaders, build_model
-from .state import FoldState
+from maskds.core.console import show
+from maskds.core.distributed import cpu_precision, on_main, use_cpu
+from maskds.core.errors import UserError
+from maskds.core.probabilities import Probs
+from maskds.data.cache import TRAIN_ONLY_FOLD, cache_crop, cache_id, rebuild_command
+from maskds.core.metrics import selection_score
+from maskds.model.checkpoint import resolved_metadata
+from maskds.training.checkpoint import resume_dir, save_state_atomic
+from maskds.config.keys import TrainConfig
+from maskds.config.plan import FoldModel
+from maskds.training.datasets import load_train_split
+from maskds.training.device_images import use_device_images
+from maskds.training.engine import StepOptions, sync_batchnorm, train_one_epoch, validate
+from maskds.training.losses import MaskLoss
+from maskds.training.mixing import MixOptions
+from maskds.training.progress import epoch_table, train_progress
+from maskds.training.records import FoldFiles, epoch_record, oof_index, tracker_scalars
+from maskds.training.schedule import plateau_step
+from maskds.training.setup import FoldLoaders, build_fold, build_loaders, build_model
+from maskds.training.state import FoldState
 
 # What runs saved before a key existed did: the CPU data path (images_on_device came later, default auto).
 LEGACY_VALUES = {"images_on_device": False}
@@ -77,17 +78,18 @@ def check_fold_dir(fold_dir: Path, resume: str, config: TrainConfig) -> None:
                             f"resume with the same config, or start a new run with another name=...")
 
 
-def plan_folds(config: TrainConfig, available: list[int]) -> list[tuple[int, Path, Path | None]]:
-    """(fold, fold folder, state to resume from) for every fold to run, checked before any work."""
-    folds = config.fold_ids(available)
-    if config.resume not in ("none", "auto") and len(folds) != 1:
-        raise UserError(f"resume: a state path resumes one fold; also pass folds=[k] (folds are {folds})")
+def plan_folds(config: TrainConfig, available: list[int]) -> list[tuple[FoldModel, Path, Path | None]]:
+    """(model, its folder, state to resume from) for every model of the fold plan, checked before any work."""
+    models = config.fold_models(available)
+    if config.resume not in ("none", "auto") and len(models) != 1:
+        raise UserError(f"resume: a state path resumes one fold; also pass folds=[k] (folds are "
+                        f"{[m.fold if m.validates else m.dir_name for m in models]})")
     run_dir = Path(config.output_dir) / config.name
     plan = []
-    for k in folds:
-        fold_dir = run_dir / fold_dir_name(k)
+    for model in models:
+        fold_dir = run_dir / model.dir_name
         check_fold_dir(fold_dir, config.resume, config)
-        plan.append((k, fold_dir, resume_dir(config.resume, fold_dir)))
+        plan.append((model, fold_dir, resume_dir(config.resume, fold_dir)))
     return plan
 
 
@@ -138,9 +140,6 @@ def run(config: TrainConfig) -> None:
     for fold, fold_dir, state in plan:
         train_fold(config, data, fold, fold_dir, state)
     processes.wait_for_everyone()
-    if config.tune_decision != "none":
-        on_main(processes, "fitting the tuned decision", lambda: fit_decision(Path(config.output_dir) / config.name,
-                                                                              config))
     processes.destroy_process_group()  # once, after the last fold (what end_training would do per fold)
 
 
@@ -159,24 +158,6 @@ def crop_mismatch(config: TrainConfig, meta: dict) -> str | None:
     return escape(f"face_crop: this recipe was measured on a cache built with face crop {name(wanted)}, but "
                   f"{config.cache} has {name(built)}: training goes on with the cache's images; for the "
                   f"recipe's, build a cache with `{command}` (or set face_crop=any)")
-
-
-def fit_decision(run: Path, config: TrainConfig) -> None:
-    """`tune_decision`: fit the decision on the out-of-fold predictions of every fold the run holds now
-    (`maskds oof RUN --tune-decision KIND`). The folds are trained either way: a run it cannot be fitted
-    on (a fold of another cache, a fold without oof.csv) is reported, not raised."""
-    if len(config.heads) < 3:  # infer.py applies no run's decision to heads assembled with --head
-        show(f"[yellow]tune_decision: not fitted, a specialist (heads={config.heads}) answers with other runs[/]")
-        return
-    try:  # e.g. age cuts for a tune trial's bands head: not fitted, said so
-        oof = read_oof(run)
-        path, before, after, rule = tune_decision(run, oof, config.tune_decision)
-    except (UserError, OSError) as err:  # the folds are trained and saved either way
-        show(f"[yellow]tune_decision: not fitted: {err}[/]")
-        return
-    show(f"tuned decision ({rule}) -> {path}: out-of-fold macro F1 {before['macro_f1']:.4f} -> "
-         f"{after['macro_f1']:.4f} over {oof['fold'].nunique()} fold(s) (fitted there: judge it held out; "
-         "infer.py applies it, --no-tuned-decision does not)")
 
 
 def extra_unused(config: TrainConfig, table) -> str | None:
@@ -204,7 +185,7 @@ def resolve_device_images(config: TrainConfig, processes: PartialState, n_images
     return bool(decision[0])
 
 
-def train_fold(config: TrainConfig, data: TrainData, fold: int, fold_dir: Path, resume_from: Path | None) -> None:
+def train_fold(config: TrainConfig, data: TrainData, fold: FoldModel, fold_dir: Path, resume_from: Path | None) -> None:
     """Train one fold: validate the EMA (and the raw weights with validate_raw) each epoch, keep the best
     EMA weights by F1, save state."""
     accelerator = make_accelerator(config, fold_dir)
@@ -216,7 +197,7 @@ def train_fold(config: TrainConfig, data: TrainData, fold: int, fold_dir: Path, 
     model, ema = build_model(config, accelerator.device)
     resolved = resolved_metadata(config, model, data.cache_size, data.face_crop)
     loaders = build_loaders(config, data.table, fold, resolved["image_size"], accelerator.device, data.images_on_device)
-    files = FoldFiles(fold_dir, fold, config, resolved, oof_index(data.table, loaders.val_rows, fold, data.cache_id))
+    files = FoldFiles(fold_dir, fold, config, resolved, oof_index(data.table, loaders.val_rows, fold.fold, data.cache_id))
     state = build_fold(config, accelerator, model, ema, loaders)
     accelerator.register_for_checkpointing(state.ema, state.progress)
     if resume_from is not None:
@@ -227,7 +208,7 @@ def train_fold(config: TrainConfig, data: TrainData, fold: int, fold_dir: Path, 
         accelerator.print(f"resumed {files.fold_dir} from {resume_from}: {state.progress.epoch} epoch(s) done")
     hparams = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in config.to_dict().items()}
     on_main(accelerator, "starting the trackers",
-            lambda: accelerator.init_trackers(f"{config.name}-{fold_dir_name(fold)}", config={**hparams, "fold": fold}))
+            lambda: accelerator.init_trackers(f"{config.name}-{fold.dir_name}", config={**hparams, "fold": fold.tag}))
     loss_fn = MaskLoss(config.head_spec(), config.loss, config.label_smoothing, config.focal_gamma, config.head_weights,
                        config.soft_f1_weight, config.heads, config.pseudo_weight, config.extra_weight)
     first = state.progress.epoch
@@ -249,7 +230,7 @@ def _write_epoch(files: FoldFiles, record: dict, state: FoldState, ema_probs: Pr
 
 
 def run_epoch(accelerator, state: FoldState, loaders: FoldLoaders, loss_fn: MaskLoss, config: TrainConfig,
-              fold: int) -> tuple[dict, Probs]:
+              fold: FoldModel) -> tuple[dict, Probs]:
     """Train epoch `state.progress.epoch`, validate, advance the progress; returns the metrics record
     and the EMA's validation probabilities."""
     epoch = state.progress.epoch
@@ -260,7 +241,7 @@ def run_epoch(accelerator, state: FoldState, loaders: FoldLoaders, loss_fn: Mask
     options = StepOptions(grad_clip=config.grad_clip, max_batches=loaders.batches, channels_last=config.channels_last,
                           log_every=max(1, min(20, loaders.batches // 10)), sam_rho=config.sam_rho,
                           mix=MixOptions(config.mixup_alpha, config.cutmix_alpha, config.mix_prob), seed=config.seed)
-    with train_progress(accelerator.is_main_process, f"{fold_label(fold)} epoch {epoch + 1}/{config.epochs}", loaders.batches,
+    with train_progress(accelerator.is_main_process, f"{fold.label} epoch {epoch + 1}/{config.epochs}", loaders.batches,
                         config.batch_size * accelerator.num_processes) as on_progress:
         result = train_one_epoch(accelerator, state, loss_fn, loaders.train, options, on_progress)
     if loaders.val is None:  # folds=full: nothing to validate; the last epoch's EMA weights are the checkpoint

@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core.labels import (
+from maskds.config.checks import LOSS_KINDS
+from maskds.core.labels import (
     CENSORED_AGE,
     DEFAULT_AGE_THRESHOLDS,
     HEAD_NAMES,
@@ -20,9 +21,8 @@ from ..core.labels import (
     PSEUDO,
     EXTRA,
 )
-from ..core.probabilities import AGE_CENTER, AGE_RANGE, AGE_SCALE, AGE_SIGMA, HeadSpec, as_spec, probabilities
+from maskds.core.probabilities import AGE_CENTER, AGE_RANGE, AGE_SCALE, AGE_SIGMA, HeadSpec, as_spec, probabilities
 
-LOSS_KINDS = ("ce", "focal", "soft_f1", "ce+soft_f1", "focal+soft_f1")
 AGE_TARGET_SIGMA = 3.0  # years: the width of the distribution head's target around the true age
 
 

@@ -9,8 +9,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from ..core.console import console
-from .config import fold_label
+from maskds.core.console import console
+from maskds.config.plan import FoldModel
 
 SCORE_KEYS = (("loss", "loss"), ("macro_f1", "F1 (18)"), ("mask_f1", "mask F1"),
               ("gender_f1", "gender F1"), ("age_f1", "age F1"), ("accuracy", "accuracy"))
@@ -40,13 +40,13 @@ def train_progress(enabled: bool, description: str, total: int,
         bar.update(task, completed=total, refresh=True)
 
 
-def epoch_table(fold: int, epochs: int, record: dict) -> Union[Table, Text]:
+def epoch_table(fold: FoldModel | int, epochs: int, record: dict) -> Union[Table, Text]:
     """Validation scores of the raw and EMA weights side by side (EMA picks the best checkpoint); with
     folds=full (nothing validated) the epoch's line alone, not an empty table.
 
     `record` is a metrics.jsonl line (`records.epoch_record`).
     """
-    title = (f"{fold_label(fold)}  epoch {record['epoch'] + 1}/{epochs}  train loss {record['train_loss']:.4f}  "
+    title = (f"{FoldModel.of(fold).label}  epoch {record['epoch'] + 1}/{epochs}  train loss {record['train_loss']:.4f}  "
              f"{record['images_per_s']:.0f} img/s")
     if record["ema"] is None:  # folds=full: nothing validated (validate_raw is refused), the last epoch's EMA kept
         return Text.from_markup(title + "  (no validation: folds=full)"

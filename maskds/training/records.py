@@ -11,17 +11,17 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..core.atomic import atomic_path
-from ..core.console import show
-from ..core.labels import DEFAULT_AGE_THRESHOLDS
-from ..core.probabilities import Probs, to_frame
-from ..evaluation.oof import OOF_FILE
-from .checkpoint import save_best
-from .config import TrainConfig, save_config
-from .curves import plot_curves
-from .datasets import class_labels
-from .engine import EpochResult
-from .state import FoldState
+from maskds.core.atomic import atomic_path
+from maskds.core.console import show
+from maskds.core.labels import DEFAULT_AGE_THRESHOLDS
+from maskds.core.probabilities import Probs, to_frame
+from maskds.config.plan import OOF_FILE, FoldModel
+from maskds.model.checkpoint import save_best
+from maskds.config.keys import TrainConfig, save_config
+from maskds.training.curves import plot_curves
+from maskds.training.datasets import class_labels
+from maskds.training.engine import EpochResult
+from maskds.training.state import FoldState
 
 
 def epoch_record(epoch: int, result: EpochResult, raw: dict | None, ema: dict, best: bool, state: FoldState) -> dict:
@@ -62,7 +62,7 @@ def oof_index(table: datasets.Dataset, rows: np.ndarray, fold: int, cache_id: st
 class FoldFiles:
     """The files of `runs/<name>/fold<k>/`; written by the main process only."""
     fold_dir: Path
-    fold: int
+    fold: FoldModel
     config: TrainConfig
     resolved: dict[str, Any]   # checkpoint.resolved_metadata
     oof_index: pd.DataFrame    # `oof_index` of the fold's validation rows
@@ -83,7 +83,7 @@ class FoldFiles:
         checkpoint (EMA weights) and its out-of-fold predictions (oof.csv); then the metrics line and
         curves.png (a picture that cannot be drawn never stops training)."""
         if record["best"]:
-            info = {"fold": self.fold, "epoch": record["epoch"], "metrics": record["ema"]}
+            info = {"fold": self.fold.tag, "epoch": record["epoch"], "metrics": record["ema"]}
             save_best(self.fold_dir / "best.safetensors", ema_state, self.config, self.resolved, info)
             if ema_probs is not None:  # folds=full validates nothing: no out-of-fold predictions
                 self.write_oof(ema_probs)

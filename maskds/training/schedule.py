@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from timm.scheduler import CosineLRScheduler, create_scheduler_v2
 from timm.scheduler.scheduler import Scheduler
 
+from maskds.config.checks import SCHEDULERS
+
 # timm's schedules, functions of the update count, and plateau: constant after the warmup, times
 # decay_rate each time the validation EMA macro F1 has not improved for patience_epochs epochs.
-SCHEDULERS = ("cosine", "tanh", "step", "multistep", "poly", "wsd", "rsqrt", "constant", "plateau")
 
 
 def batches_per_epoch(loader_len: int, limit: int, accum: int) -> int:

@@ -11,15 +11,16 @@ from timm.optim import create_optimizer_v2
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..core.labels import DEFAULT_AGE_THRESHOLDS
-from .config import TrainConfig
-from .datasets import CachedImages, ExtraDraw, PersonDraw, class_and_age, fold_split, make_loader, with_known
-from .device_images import DeviceBatches, SampleParams, decode_to_device
-from .ema import FastEma
-from .model import create_model
-from .schedule import batches_per_epoch, build_schedule
-from .state import FoldState, RunProgress
-from .transforms import eval_transform, train_transform
+from maskds.core.labels import DEFAULT_AGE_THRESHOLDS
+from maskds.config.plan import FoldModel
+from maskds.config.keys import TrainConfig
+from maskds.training.datasets import CachedImages, ExtraDraw, PersonDraw, class_and_age, fold_split, make_loader, with_known
+from maskds.training.device_images import DeviceBatches, SampleParams, decode_to_device
+from maskds.training.ema import FastEma
+from maskds.model.network import create_model
+from maskds.training.schedule import batches_per_epoch, build_schedule
+from maskds.training.state import FoldState, RunProgress
+from maskds.model.transforms import eval_transform, train_transform
 
 
 @dataclass
@@ -56,7 +57,7 @@ def ema_decay_for(config: TrainConfig, updates_per_epoch: int) -> float:
     return config.ema_decay
 
 
-def build_loaders(config: TrainConfig, table: datasets.Dataset, fold: int, image_size: list[int],
+def build_loaders(config: TrainConfig, table: datasets.Dataset, fold: FoldModel | int, image_size: list[int],
                   device: torch.device, on_device: bool = False) -> FoldLoaders:
     """Training on the configured age bands (e.g. >= 58 to lift the rare band), validation on the
     competition's (< 30, 30..59, >= 60): the best checkpoint is chosen by the metric that is scored.

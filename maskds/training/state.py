@@ -6,8 +6,8 @@ from dataclasses import asdict, dataclass
 from torch import nn
 from torch.optim import Optimizer
 
-from .ema import FastEma
-from .schedule import Schedule
+from maskds.training.ema import FastEma
+from maskds.training.schedule import Schedule
 
 
 @dataclass

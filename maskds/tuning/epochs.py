@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..training.config import load_config
-from .space import Param
+from maskds.config.keys import load_config
+from maskds.tuning.space import Param
 
 
 def most_epochs(config: str | None, overrides: list[str], space: list[Param]) -> int:

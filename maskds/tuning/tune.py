@@ -26,14 +26,14 @@ from pathlib import Path
 
 import yaml
 
-from ..core.console import console, show
-from ..core.errors import UserError
-from ..core.labels import HEAD_NAMES
-from ..evaluation import metrics
-from ..evaluation.oof import class_probs, read_oof
-from ..training.config import TrainConfig, load_config, parse_overrides, save_config
-from .epochs import EpochReader, most_epochs
-from .space import Param, as_override, describe
+from maskds.core.console import console, show
+from maskds.core.errors import UserError
+from maskds.core.labels import HEAD_NAMES
+from maskds.core import metrics
+from maskds.evaluation.oof import class_probs, read_oof
+from maskds.config.keys import TrainConfig, load_config, parse_overrides, save_config
+from maskds.tuning.epochs import EpochReader, most_epochs
+from maskds.tuning.space import Param, as_override, describe
 
 ROOT = Path(__file__).resolve().parents[2]
 HEARTBEAT_S = 20  # RDB storages: a trial silent for 3 heartbeats is failed by the next process to start one

@@ -15,14 +15,15 @@ import numpy as np
 from PIL import Image
 from rich.console import Console
 
-from ..core.atomic import atomic_path, temp_dir
-from ..core import images
-from ..core.errors import UserError
-from ..core.labels import MASK_NAMES
-from .draw_masks import PHOTOS, frame_portrait, person_photos
-from .encode import progress_bar
-from .extra import EXTRA_CSV
-from .face_sources import CsvColumns, FaceRecord, read_source
+from maskds.core import images
+from maskds.core.ages import AgeLabel
+from maskds.core.atomic import atomic_path, temp_dir
+from maskds.core.errors import UserError
+from maskds.core.labels import MASK_NAMES
+from maskds.data.encode import progress_bar
+from maskds.data.extra import EXTRA_CSV
+from maskds.external.draw_masks import PHOTOS, frame_portrait, person_photos
+from maskds.external.face_sources import CsvColumns, FaceRecord, read_source
 
 FRAMES = ("portrait", "crop", "none")
 MASK_STATES = ("not_wear", "unknown")
@@ -47,10 +48,6 @@ def _shown(problems: list[str]) -> list[str]:
     return problems[:SHOW] + ([f"... and {len(problems) - SHOW} more"] if len(problems) > SHOW else [])
 
 
-def _age_low(age: str) -> int | None:
-    return int(age.split("-")[0]) if age else None
-
-
 def _process(task: tuple[int, FaceRecord, ImportOptions, str]) -> tuple[int, list[tuple[str, str]] | None, str]:
     """One face -> (index, [(image file, mask state)] written under `folder`, or None, and why not)."""
     k, rec, opt, folder = task
@@ -60,7 +57,7 @@ def _process(task: tuple[int, FaceRecord, ImportOptions, str]) -> tuple[int, lis
         return k, None, f"{rec.path}: cannot be decoded as an image ({type(err).__name__}: {err}); replace or remove it"
     rng = np.random.default_rng([opt.seed, k])
     if opt.draw_masks:
-        from ..core.faces import landmarks
+        from maskds.core.faces import landmarks
 
         points = landmarks(face)
         if points is None:
@@ -91,7 +88,7 @@ def _run_pool(tasks: list, num_proc: int):
 def _select(faces: list[FaceRecord], min_age: int, limit: int | None, seed: int) -> list[FaceRecord]:
     """Faces at least `min_age` years old (by the low end of a range; an unknown age stays), then `limit` of
     them drawn at random."""
-    faces = [f for f in faces if _age_low(f.age) is None or _age_low(f.age) >= min_age]
+    faces = [f for f in faces if not f.age or AgeLabel.parse(f.age).low >= min_age]
     if limit is not None and limit < len(faces):
         pick = np.random.default_rng(seed).choice(len(faces), size=limit, replace=False)
         faces = [faces[i] for i in sorted(pick)]

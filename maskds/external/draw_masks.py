@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
 
-from ..core.faces import FIXED_BOX
-from .synth_portrait import STYLES, pattern_layer
+from maskds.core.faces import FIXED_BOX
+from maskds.synth.portrait import STYLES, pattern_layer
 
 PORTRAIT = (384, 512)  # (width, height) of the competition's photos
 MASK_KINDS = ("correct", "nose_out", "chin")

@@ -2,17 +2,15 @@
 into records of (image, age, gender), every problem collected with its file and line."""
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-from ..core.labels import IMAGE_EXTENSIONS
+from maskds.core.ages import parse_age
+from maskds.core.labels import IMAGE_EXTENSIONS
 
 FORMATS = ("utkface", "afad", "fairface", "csv", "folder")
-_RANGE = re.compile(r"^\s*(\d{1,3})\s*-\s*(\d{1,3})\s*$")
-_OLDER = re.compile(r"^\s*(?:more than|over|above)\s+(\d{1,3})\s*$|^\s*(\d{1,3})\s*[+-]\s*$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -34,23 +32,6 @@ class CsvColumns:
     gender: str = "gender"
     male: list[str] = field(default_factory=lambda: ["male", "m", "0"])
     female: list[str] = field(default_factory=lambda: ["female", "f", "1"])
-
-
-def parse_age(value: str) -> str | None:
-    """A recorded age in a canonical form: whole years ("34"), "LO-HI" (both included) or "LO-" (LO or
-    older: FairFace's "more than 70"); None when it does not parse or lies outside 0..120."""
-    value = str(value).strip()
-    if value.isdigit():
-        return str(int(value)) if int(value) <= 120 else None
-    m = _RANGE.match(value)
-    if m:
-        lo, hi = int(m.group(1)), int(m.group(2))
-        return f"{lo}-{hi}" if lo <= hi <= 120 else None
-    m = _OLDER.match(value)
-    if m:
-        lo = int(m.group(1) or m.group(2))  # "more than 70", "70+", "70-": 70 or older
-        return f"{lo}-" if lo <= 120 else None
-    return None
 
 
 def list_images(src: Path) -> list[Path]:

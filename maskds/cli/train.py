@@ -5,11 +5,13 @@ import argparse
 import os
 import sys
 import textwrap
+from pathlib import Path
 
-from ..core.distributed import PeerFailed, ProcessError
-from ..core.errors import UserError
-from .config import TrainConfig, load_config
-from .fit import run
+from maskds.core.distributed import PeerFailed, ProcessError
+from maskds.core.errors import UserError
+from maskds.config.keys import TrainConfig, load_config
+from maskds.evaluation.oof import fit_decision
+from maskds.training.fit import run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  accelerate launch -q --config_file accelerate_configs/cpu.yaml train.py --config configs/demo.yaml "
         "cache=demo/cache folds=[0,1]\nPrecision and process count come from the launch config "
         "(accelerate_configs/), everything else from the train config and key=value overrides.",
-        epilog="config keys and their defaults (maskds/training/config.py documents each one):\n"
+        epilog="config keys and their defaults (maskds/config/keys.py documents each one):\n"
         + textwrap.fill(keys, 100),
     )
     parser.add_argument("--config", help="YAML train config, e.g. configs/demo.yaml")
@@ -32,7 +34,10 @@ def main(argv: list[str] | None = None) -> int:
     """`train.py --config X.yaml key=value ...`: 0 on success, 2 on a user error, 1 when a peer process failed."""
     args = build_parser().parse_args(argv)
     try:
-        run(load_config(args.config, args.overrides))
+        config = load_config(args.config, args.overrides)
+        run(config)
+        if config.tune_decision != "none" and int(os.environ.get("RANK", "0")) == 0:
+            fit_decision(Path(config.output_dir) / config.name, config)  # once, on the main process
     except PeerFailed as err:  # this process is fine; say why it stops (another node's log may be far away)
         print(f"error: {err}", file=sys.stderr)
         return 1

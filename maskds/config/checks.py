@@ -1,10 +1,12 @@
 """Checks of a TrainConfig's menu keys (loss, schedule, SAM, mixing) and of `heads`, each naming its key."""
 from __future__ import annotations
 
-from ..core.faces import CROP_METHODS
-from ..core.labels import HEAD_NAMES
-from .losses import LOSS_KINDS
-from .schedule import SCHEDULERS
+from maskds.config.plan import FULL
+from maskds.core.faces import CROP_METHODS
+from maskds.core.labels import HEAD_NAMES
+
+LOSS_KINDS = ("ce", "focal", "soft_f1", "ce+soft_f1", "focal+soft_f1")  # training.losses builds each
+SCHEDULERS = ("cosine", "tanh", "step", "multistep", "poly", "wsd", "rsqrt", "constant", "plateau")  # training.schedule
 
 
 def heads_problems(c) -> list[str]:
@@ -67,7 +69,7 @@ def menu_problems(c) -> list[str]:
 
 def full_fit_problems(c) -> list[str]:
     """What folds=full (every person, no validation fold) cannot have: anything that reads validation."""
-    if c.folds != "full":
+    if c.folds != FULL:
         return []
     problems = []
     if c.tune_decision != "none":

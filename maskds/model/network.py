@@ -7,8 +7,8 @@ import timm
 import torch
 from torch import nn
 
-from ..core.errors import UserError
-from ..core.probabilities import HeadSpec, as_spec
+from maskds.core.errors import UserError
+from maskds.core.probabilities import HeadSpec, as_spec
 
 
 class Normalize(nn.Module):
@@ -95,7 +95,7 @@ def create_model(
 
     head: a `HeadSpec` (or a head type name for its default spec).
     pretrained: "hub" (timm's download), "none", or a local file / "preset:<name>" loaded by
-    `maskds.training.pretrained.load_backbone_weights` with `pretrained_mapping`. mean/std: None = the
+    `maskds.model.pretrained.load_backbone_weights` with `pretrained_mapping`. mean/std: None = the
     backbone's pretrained config (see `resolve_data_config`). image_size: [H, W] the model is trained
     at; a model of fixed input size (a ViT) is built for it (None: its pretrained size).
     """
@@ -104,7 +104,7 @@ def create_model(
     extra = backbone_kwargs(model_name, image_size, drop_path_rate)
     backbone = build_backbone(model_name, pretrained == "hub", extra)
     if pretrained not in ("hub", "none"):
-        from .pretrained import load_backbone_weights  # only needed for local / preset weights
+        from maskds.model.pretrained import load_backbone_weights  # only needed for local / preset weights
 
         load_backbone_weights(backbone, source=pretrained, mapping=pretrained_mapping)
     norm = resolve_data_config(backbone, None, mean, std)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import confusion_matrix, f1_score
 
-from ..core.labels import HEAD_NAMES, NUM_CLASSES
+from maskds.core.labels import HEAD_NAMES, NUM_CLASSES
 
 
 def split_classes(cls: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

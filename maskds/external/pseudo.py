@@ -23,10 +23,10 @@ from pathlib import Path
 import datasets
 import numpy as np
 
-from ..core.atomic import temp_dir
-from ..core.errors import UserError
-from ..core.labels import decode
-from .cache import (
+from maskds.core.atomic import temp_dir
+from maskds.core.errors import UserError
+from maskds.core.labels import decode
+from maskds.data.cache import (
     FACE_COLUMNS,
     META_NAME,
     TRAIN_ONLY_FOLD,
@@ -36,7 +36,7 @@ from .cache import (
     partial_features,
     with_origin,
 )
-from .encode import imap_encode, progress_bar
+from maskds.data.encode import imap_encode, progress_bar
 
 
 def _check(probs: Path, cache: Path, out: Path, min_prob: float) -> None:
@@ -53,8 +53,8 @@ def _check(probs: Path, cache: Path, out: Path, min_prob: float) -> None:
 
 def pseudo_rows(probs_path: Path, data: Path, min_prob: float) -> tuple[list[dict], int]:
     """(rows of the eval images at or above `min_prob`, eval image count), labels from the argmax class."""
-    from ..inference.inputs import read_info
-    from ..inference.voting import read_probs
+    from maskds.inference.inputs import read_info
+    from maskds.inference.voting import read_probs
 
     ids, paths = read_info(data)
     cls = read_probs(probs_path, ids)["class"]

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..core import labels
-from ..core.errors import UserError
-from .synth_portrait import draw_person_image, random_look
+from maskds.core import labels
+from maskds.core.errors import UserError
+from maskds.synth.portrait import draw_person_image, random_look
 
 STEMS = tuple(labels.IMAGE_STEMS)  # mask1..mask5, incorrect_mask, normal
 # Persons per age band like the real data: >= 60 is the rarest band, < 30 the largest.

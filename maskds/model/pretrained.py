@@ -10,7 +10,7 @@ import timm
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..core.errors import UserError
+from maskds.core.errors import UserError
 
 MAPPINGS = ("auto", "name", "order")
 # Wrappers that training scripts commonly put around a state dict, most specific first.
@@ -170,8 +170,8 @@ def load_backbone_weights(backbone: torch.nn.Module, source: str, mapping: str =
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Convert a checkpoint once into timm-named safetensors: python -m maskds.training.pretrained SRC OUT."""
-    parser = argparse.ArgumentParser(prog="python -m maskds.training.pretrained", description=main.__doc__)
+    """Convert a checkpoint once into timm-named safetensors: python -m maskds.model.pretrained SRC OUT."""
+    parser = argparse.ArgumentParser(prog="python -m maskds.model.pretrained", description=main.__doc__)
     parser.add_argument("source", help="preset:NAME or a .safetensors/.pth/.pt/.bin file")
     parser.add_argument("out", type=Path, help="output .safetensors file")
     parser.add_argument("--model", default="tf_efficientnet_lite0", help="timm model name")

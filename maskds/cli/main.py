@@ -7,21 +7,21 @@ import argparse
 import sys
 from pathlib import Path
 
-from .cli_external import add_import_faces, add_pseudo
-from .core.errors import UserError
+from maskds.cli.external import add_import_faces, add_pseudo
+from maskds.core.errors import UserError
 
 # Each subcommand imports its stage lazily: `maskds --help` and `maskds score` need no torch or datasets.
 
 
 def _synth(a: argparse.Namespace) -> int:
-    from .data.synth import synthesize
+    from maskds.synth.generate import synthesize
 
     synthesize(a.out, persons=a.persons, eval_persons=a.eval_persons, seed=a.seed)
     return 0
 
 
 def _build(a: argparse.Namespace) -> int:
-    from .data.cache import build_cache
+    from maskds.data.cache import build_cache
 
     build_cache(a.data, a.cache, size_hw=tuple(a.size), folds=a.folds, seed=a.seed,
                 corrections=a.corrections, num_proc=a.num_proc, force=a.force, extra=a.extra or [],
@@ -30,21 +30,21 @@ def _build(a: argparse.Namespace) -> int:
 
 
 def _eda(a: argparse.Namespace) -> int:
-    from .data.eda import run_eda
+    from maskds.data.eda import run_eda
 
     run_eda(a.data, a.out, age_thresholds=tuple(a.age_thresholds), corrections=a.corrections)
     return 0
 
 
 def _score(a: argparse.Namespace) -> int:
-    from .evaluation.score import run_score
+    from maskds.evaluation.score import run_score
 
     run_score(a.submission, a.answers, as_json=a.json, plot=a.plot)
     return 0
 
 
 def _oof(a: argparse.Namespace) -> int:
-    from .evaluation.oof import run_oof
+    from maskds.evaluation.oof import run_oof
 
     if a.top < 1:
         raise UserError(f"--top must be >= 1, got {a.top}")
@@ -55,8 +55,8 @@ def _oof(a: argparse.Namespace) -> int:
 def _tune(a: argparse.Namespace) -> int:
     import signal
 
-    from .tuning.space import load_space
-    from .tuning.tune import tune
+    from maskds.tuning.space import load_space
+    from maskds.tuning.tune import tune
 
     space = load_space(a.space, a.config, a.overrides)
 

@@ -10,41 +10,12 @@ from typing import Any, Union
 
 import yaml
 
-from ..core.atomic import atomic_path
-from ..core.errors import UserError
-from ..core.labels import HEAD_NAMES
-from ..core.probabilities import AGE_HEADS, HEAD_TYPES, HeadSpec
-from .config_checks import full_fit_problems, heads_problems, menu_problems
-
-FULL_FOLD = -2        # folds=full: the one "fold" that trains on every person and validates on none
-FULL_DIR = "full"     # its folder in the run, beside (or instead of) fold<k>/
-
-
-def fold_dir_name(fold: int) -> str:
-    """A fold's folder name in its run: fold<k>, or `full` for folds=full."""
-    return FULL_DIR if fold == FULL_FOLD else f"fold{fold}"
-
-
-def fold_label(fold: int) -> str:
-    """How messages name a fold: "fold k", or "full" (folds=full)."""
-    return FULL_DIR if fold == FULL_FOLD else f"fold {fold}"
-
-
-def parse_folds(text: str) -> list[int]:
-    """Fold ids from a comma-separated list of fold numbers and `full` (folds=full's model), e.g. "0,1,full",
-    in order, each once; ValueError naming an item that is neither."""
-    folds = []
-    for item in (i.strip() for i in text.split(",")):
-        if item == FULL_DIR:
-            folds.append(FULL_FOLD)
-        elif item.isdigit():
-            folds.append(int(item))
-        elif item:
-            raise ValueError(f"{item!r} is neither a fold number nor {FULL_DIR}; e.g. 0,1,{FULL_DIR}")
-    if not folds:
-        raise ValueError(f"no fold named in {text!r}; e.g. 0,1,{FULL_DIR}")
-    return list(dict.fromkeys(folds))
-
+from maskds.core.atomic import atomic_path
+from maskds.core.errors import UserError
+from maskds.core.labels import HEAD_NAMES
+from maskds.core.probabilities import AGE_HEADS, HEAD_TYPES, HeadSpec
+from maskds.config.plan import FULL, FoldModel, plan_models
+from maskds.config.checks import full_fit_problems, heads_problems, menu_problems
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -169,16 +140,9 @@ class TrainConfig:
         """What the model's logits hold; numeric age heads split ages into bands at `age_thresholds`."""
         return HeadSpec(self.head, self.age_head, tuple(self.age_thresholds))
 
-    def fold_ids(self, available: list[int]) -> list[int]:
-        """The folds to run, checked against those the cache has."""
-        if self.folds == "all":
-            return sorted(available)
-        if self.folds == "full":
-            return [FULL_FOLD]
-        missing = [k for k in self.folds if k not in available]
-        if missing:
-            raise UserError(f"folds: fold(s) {missing} are not in the cache (it has {sorted(available)})")
-        return list(self.folds)
+    def fold_models(self, available: list[int]) -> list[FoldModel]:
+        """The models to train (the fold plan), checked against the folds the cache has."""
+        return plan_models(self.folds, available)
 
 
 def _type_name(tp: Any) -> str:
@@ -227,7 +191,7 @@ def _check_values(c: TrainConfig) -> None:
         problems.append(f"age_head: must be one of {list(AGE_HEADS)}, got {c.age_head!r}")
     elif c.age_head != "bands" and c.head != "multihead":
         problems.append(f"age_head: {c.age_head!r} needs head=multihead (head=single is one 18-way softmax)")
-    if isinstance(c.folds, str) and c.folds not in ("all", "full"):
+    if isinstance(c.folds, str) and c.folds not in ("all", FULL):
         problems.append(f"folds: must be 'all', 'full' or a list of fold ids like [0, 2], got {c.folds!r}")
     problems += full_fit_problems(c)
     if isinstance(c.folds, list) and (not c.folds or len(set(c.folds)) != len(c.folds) or min(c.folds) < 0):

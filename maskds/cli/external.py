@@ -1,16 +1,16 @@
 """`maskds import-faces` and `maskds pseudo`: the subcommands that bring faces from elsewhere in (an `--extra`
-folder from a face set; labels guessed by a run). Part of `maskds.cli`, which registers them."""
+folder from a face set; labels guessed by a run). Part of `maskds.cli.main`, which registers them."""
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from .core.errors import UserError
+from maskds.core.errors import UserError
 
 
 def _import_faces(a: argparse.Namespace) -> int:
-    from .data.face_sources import CsvColumns
-    from .data.import_faces import ImportOptions, import_faces
+    from maskds.external.face_sources import CsvColumns
+    from maskds.external.import_faces import ImportOptions, import_faces
 
     # a set given on the command line replaces its own default only (None: CsvColumns' default)
     given = {k: v for k, v in (("male", a.male), ("female", a.female)) if v is not None}
@@ -26,7 +26,7 @@ def _pseudo(a: argparse.Namespace) -> int:
         if a.run is None or len(a.paths) != 1:
             raise UserError("pseudo --faces DIR needs --run RUN and one OUT folder: "
                             "maskds pseudo --faces DIR --run RUN OUT --min-prob P")
-        from .data.pseudo_faces import pseudo_faces
+        from maskds.external.pseudo_faces import pseudo_faces
 
         heads = a.heads if a.heads is not None else "gender,age"
         pseudo_faces(a.faces, a.run, Path(a.paths[0]), [h.strip() for h in heads.split(",") if h.strip()],
@@ -39,7 +39,7 @@ def _pseudo(a: argparse.Namespace) -> int:
     if given:
         raise UserError(f"pseudo: {' and '.join(given)} only apply with --faces; the PROBS_CSV form takes the "
                         "probabilities infer.py already wrote (its TTA, the 18-class decision)")
-    from .data.pseudo import make_pseudo_cache
+    from maskds.external.pseudo import make_pseudo_cache
 
     probs, data, cache, out = map(Path, a.paths)
     make_pseudo_cache(probs, data, cache, out, a.min_prob)
@@ -47,7 +47,7 @@ def _pseudo(a: argparse.Namespace) -> int:
 
 
 def add_import_faces(sub) -> None:
-    from .data.face_sources import FORMATS
+    from maskds.external.face_sources import FORMATS
 
     i = sub.add_parser("import-faces", help="a face set from elsewhere (UTKFace, AFAD, FairFace, a CSV) to an "
                        "--extra folder",

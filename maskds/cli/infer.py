@@ -11,17 +11,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..core.errors import UserError
-from ..core.labels import HEAD_NAMES
-from ..core.probabilities import Probs, to_frame
-from ..evaluation.decision import DECISION_FILE, Decision, load_decision
-from ..training.config import parse_folds
-from .assemble import assemble, check_learned, parse_heads
-from .inputs import find_checkpoints, read_info
-from .models import Member, check_heads, load_member, make_accelerator
-from .predict import predict_runs
-from .tta import TTA_PRESETS, VIEWS, parse_tta
-from .voting import answers, combine_runs, read_probs, write_atomic
+from maskds.core.errors import UserError
+from maskds.core.labels import HEAD_NAMES
+from maskds.core.probabilities import Probs, to_frame
+from maskds.evaluation.decision import DECISION_FILE, Decision, load_decision
+from maskds.config.plan import parse_models
+from maskds.inference.assemble import assemble, check_learned, parse_heads
+from maskds.inference.inputs import find_checkpoints, read_info
+from maskds.inference.models import Member, check_heads, load_member, make_accelerator
+from maskds.inference.predict import predict_runs
+from maskds.inference.tta import TTA_PRESETS, VIEWS, parse_tta
+from maskds.inference.voting import answers, combine_runs, read_probs, write_atomic
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -80,7 +80,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--batch-size must be >= 1 and --num-workers >= 0")
     if a.folds is not None:
         try:
-            a.folds = parse_folds(",".join(a.folds))
+            a.folds = parse_models(",".join(a.folds))
         except ValueError as err:
             p.error(f"--folds: {err}")
     return a

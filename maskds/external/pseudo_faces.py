@@ -23,15 +23,15 @@ import numpy as np
 import pandas as pd
 from rich.console import Console
 
-from ..core.atomic import temp_dir
-from ..core.errors import UserError
-from ..core.labels import DEFAULT_AGE_THRESHOLDS, GENDER_NAMES, HEAD_NAMES, MASK_NAMES
-from .extra import EXTRA_CSV, age_cell_band, read_extra
-from .face_sources import list_images
+from maskds.core.ages import AgeLabel, cell_band
+from maskds.core.atomic import temp_dir
+from maskds.core.errors import UserError
+from maskds.core.labels import DEFAULT_AGE_THRESHOLDS, GENDER_NAMES, HEAD_NAMES, MASK_NAMES
+from maskds.data.extra import EXTRA_CSV, read_extra
+from maskds.external.face_sources import list_images
 
 console = Console(stderr=True)
-low, high = DEFAULT_AGE_THRESHOLDS
-AGE_RANGES = (f"0-{low - 1}", f"{low}-{high - 1}", f"{high}-")  # a band as the range of ages it holds
+AGE_RANGES = tuple(str(AgeLabel.of_band(b, DEFAULT_AGE_THRESHOLDS)) for b in range(3))  # a band as its years
 
 
 def read_faces(folder: Path) -> pd.DataFrame:
@@ -96,7 +96,7 @@ def guess(df: pd.DataFrame, probs: dict[str, np.ndarray], heads: list[str],
         cells = df[head].str.strip().to_numpy(dtype=object)
         # ages agree when they fall in one band (34 and 35 are one person's, not a contradiction); a range
         # across two bands has none and is compared as written
-        keys = (np.array([b if (b := age_cell_band(c)) >= 0 else c for c in cells], dtype=object)
+        keys = (np.array([b if (b := cell_band(c)) >= 0 else c for c in cells], dtype=object)
                 if head == "age" else None)
         df[head], copied[head], filled[head], mixed[head] = fill_head(cells, probs[head], by, names[head], min_prob,
                                                                       keys)
@@ -105,10 +105,10 @@ def guess(df: pd.DataFrame, probs: dict[str, np.ndarray], heads: list[str],
 
 def _predict(run: Path, paths: list[Path], tta: str, batch_size: int, heads: list[str],
              face_images: frozenset[int] = frozenset()) -> dict[str, np.ndarray]:
-    from ..inference.inputs import find_checkpoints
-    from ..inference.models import check_heads, load_member, make_accelerator
-    from ..inference.predict import predict_runs
-    from ..inference.tta import parse_tta
+    from maskds.inference.inputs import find_checkpoints
+    from maskds.inference.models import check_heads, load_member, make_accelerator
+    from maskds.inference.predict import predict_runs
+    from maskds.inference.tta import parse_tta
 
     accelerator = make_accelerator("auto")
     members = [load_member(0, k, p, accelerator.device) for k, p in find_checkpoints(run, None)]

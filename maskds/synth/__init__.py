@@ -1,0 +1,1 @@
+"""Synthetic data in the competition's raw layout (demos and tests): floor 1, imports only core."""
