@@ -1,6 +1,5 @@
-"""`maskds` command line: synth, build, import-faces, eda, score, oof, tune, pseudo (import-faces and pseudo in
-`cli_external`); each a thin call into its
-module."""
+"""`maskds` command line: synth, build, import-faces, eda, score, oof, compare, tune, pseudo (import-faces and
+pseudo in `cli.external`); each a thin call into its module."""
 from __future__ import annotations
 
 import argparse
@@ -9,6 +8,7 @@ from pathlib import Path
 
 from maskds.cli.external import add_import_faces, add_pseudo
 from maskds.core.errors import UserError
+from maskds.evaluation.compare import add_parser as add_compare
 
 # Each subcommand imports its stage lazily: `maskds --help` and `maskds score` need no torch or datasets.
 
@@ -76,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
         "Train with `accelerate launch train.py`, predict with `python infer.py`.",
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_synth, _add_build, add_import_faces, _add_eda, _add_score, _add_oof, _add_tune, add_pseudo):
+    for add in (_add_synth, _add_build, add_import_faces, _add_eda, _add_score, _add_oof, add_compare, _add_tune,
+                add_pseudo):
         add(sub)
     return p
 
