@@ -10,7 +10,7 @@ from safetensors.torch import save_file
 
 from maskds.core.errors import UserError
 from maskds.model.checkpoint import read_best, resolved_metadata, save_best
-from maskds.training.checkpoint import resume_dir, save_state_atomic
+from maskds.training.resume import resume_dir, save_state_atomic
 from maskds.config.keys import TrainConfig
 from maskds.model.network import create_model
 from maskds.model.transforms import eval_transform

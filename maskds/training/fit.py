@@ -21,7 +21,7 @@ from maskds.core.probabilities import Probs
 from maskds.data.cache import TRAIN_ONLY_FOLD, cache_crop, cache_id, rebuild_command
 from maskds.core.metrics import selection_score
 from maskds.model.checkpoint import resolved_metadata
-from maskds.training.checkpoint import resume_dir, save_state_atomic
+from maskds.training.resume import resume_dir, save_state_atomic
 from maskds.config.keys import TrainConfig
 from maskds.config.plan import FoldModel
 from maskds.training.datasets import load_train_split

@@ -32,6 +32,7 @@ from maskds.core.labels import HEAD_NAMES
 from maskds.core import metrics
 from maskds.evaluation.oof import class_probs, read_oof
 from maskds.config.keys import TrainConfig, load_config, parse_overrides, save_config
+from maskds.config.plan import FULL
 from maskds.tuning.epochs import EpochReader, most_epochs
 from maskds.tuning.space import Param, as_override, describe
 
@@ -279,7 +280,7 @@ def tune(config: str | None, overrides: list[str], space: list[Param], trials: i
     fixed = sorted({o.partition("=")[0] for o in overrides} & {p.key for p in space})
     if fixed:
         raise UserError(f"{', '.join(fixed)}: both fixed by an override and searched by the space; drop one")
-    if load_config(config, overrides).folds == "full":  # the base config is valid before any study is opened
+    if load_config(config, overrides).folds == FULL:  # the base config is valid before any study is opened
         raise UserError("folds=full: a trial is scored on its out-of-fold predictions, which folds=full has none "
                         "of; tune on validation folds (e.g. folds=[0]), then train folds=full with what won")
     job = TuneJob(config, overrides, space, runs_dir or Path("tune_runs") / study_name, study_name, launch)
