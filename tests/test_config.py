@@ -31,6 +31,7 @@ def test_overrides_are_parsed_as_yaml_and_checked():
     ("tune_decision=maybe", "tune_decision"),
     ("face_crop=haar", "face_crop"),
     ("face_margin=-0.1", "face_margin"),
+    ("age_soft_sigma=0", "age_soft_sigma"),
 ])
 def test_bad_overrides_name_the_key(override, named):
     with pytest.raises(UserError, match=named):
@@ -109,3 +110,14 @@ def test_importing_train_py_runs_nothing(capsys):
 
 def test_defaults_are_a_valid_config():
     assert TrainConfig().head == "multihead"
+
+
+def test_the_soft_bands_age_head_is_a_multihead_choice_with_its_width_in_the_head_spec():
+    cfg = load_config(ROOT / "configs/demo.yaml", ["age_head=soft_bands", "age_soft_sigma=3.5"])
+    spec = cfg.head_spec()
+    assert (spec.age_head, spec.age_soft_sigma, spec.num_outputs) == ("soft_bands", 3.5, 8)
+    assert TrainConfig().age_soft_sigma == 2.5
+    for overrides in (["head=single"], ["loss=soft_f1"]):  # one 18-way softmax; no per-head loss for its targets
+        with pytest.raises(UserError) as err:
+            load_config(ROOT / "configs/demo.yaml", ["age_head=soft_bands", *overrides])
+        assert any(p.startswith("age_head: ") and "soft_bands" in p for p in err.value.problems), err.value.problems

@@ -1,4 +1,4 @@
-"""Loss tests: 18-class targets decode to the right heads, CE/focal/smoothing maths, head weights."""
+"""Loss tests: 18-class targets decode to the right heads, CE/focal/smoothing maths, head weights, the age heads."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -123,3 +123,81 @@ def test_soft_f1_kinds_train_the_18_class_probabilities_toward_the_truth(kind):
     assert float(loss_fn(logits, y)) < first
     if kind == "ce+soft_f1":  # the per-head part is there too: more than the soft F1 term alone
         assert first > 2.0 * float(MaskLoss(HeadSpec("multihead", "regression"), "soft_f1")(torch.zeros(18, 6), y))
+
+
+def _soft(ages, band=None, thresholds=(30, 60), sigma=2.5, has_age=None):
+    from maskds.training.losses import soft_band_targets
+
+    ages = torch.tensor(ages)
+    band = torch.zeros_like(ages) if band is None else torch.tensor(band)
+    has_age = torch.ones_like(ages, dtype=torch.bool) if has_age is None else torch.tensor(has_age)
+    return soft_band_targets(ages, band, thresholds, sigma, has_age)
+
+
+def test_soft_band_targets_put_a_boundary_age_on_both_bands_and_a_middle_age_on_one():
+    t = _soft([29, 30, 45, 75, 18, 59])
+    assert torch.allclose(t.sum(1), torch.ones(6), atol=1e-6)
+    assert 0.5 < t[0, 0] < 0.7 and 0.3 < t[0, 1] < 0.5 and t[0, 2] < 1e-6  # 29: nearly 30-59
+    assert t[1, 1] > t[1, 0] > 0.3                                          # 30: mirror image
+    assert t[2, 1] > 1 - 1e-5                                               # 45: surely 30-59
+    assert t[3, 2] > 1 - 1e-5 and t[4, 0] > 1 - 1e-5                        # 75, 18: one band
+    assert 0.3 < t[5, 2] < 0.5                                              # 59: nearly >= 60
+    assert _soft([29], sigma=0.5)[0, 0] > 0.8 and _soft([29], sigma=6.0)[0, 0] < 0.6  # the width is the key's
+
+
+def test_soft_band_targets_follow_the_thresholds_read_a_recorded_60_as_60_plus_and_a_band_only_row_as_its_band():
+    assert _soft([58], thresholds=(30, 58))[0, 2] > 0.5 > _soft([58])[0, 2]  # 58 is band 2 under [30, 58]
+    assert _soft([60])[0].tolist() == pytest.approx([0, 0, 1], abs=1e-6)   # the data's 60 means "60 or older"
+    hard = _soft([-1, 29], band=[1, 2], has_age=[False, False])
+    assert hard.tolist() == [[0, 1, 0], [0, 0, 1]]
+
+
+def test_soft_bands_loss_is_cross_entropy_against_the_soft_targets_with_smoothing():
+    torch.manual_seed(0)
+    spec = HeadSpec("multihead", "soft_bands")
+    ages = torch.tensor([29, 45, 75, 18])
+    cls = torch.tensor([0, 1, 2, 0])  # bands of those ages; mask and gender 0
+    logits = torch.randn(4, 8)
+    target = _soft(ages.tolist())
+    expected = (F.cross_entropy(logits[:, :3], torch.zeros(4, dtype=torch.long), label_smoothing=0.1)
+                + F.cross_entropy(logits[:, 3:5], torch.zeros(4, dtype=torch.long), label_smoothing=0.1)
+                + F.cross_entropy(logits[:, 5:], target, label_smoothing=0.1))
+    loss = MaskLoss(spec, label_smoothing=0.1)(logits, torch.stack([cls, ages], 1))
+    assert torch.allclose(loss, expected, atol=1e-6)
+    with pytest.raises(ValueError, match="needs \\(class, age\\) targets"):
+        MaskLoss(spec)(logits, cls)
+
+
+@pytest.mark.parametrize("kind", ["ce", "focal"])
+def test_a_band_only_row_trains_soft_bands_exactly_as_bands(kind):
+    torch.manual_seed(0)
+    logits = torch.randn(6, 8)
+    known = labels.KNOWN_MASK | labels.KNOWN_GENDER | labels.KNOWN_BAND | labels.KNOWN_INTERVAL | labels.PSEUDO
+    y = torch.stack([torch.tensor([0, 1, 2, 3, 4, 5]), torch.full((6,), -1), torch.full((6,), known)], 1)
+    soft = MaskLoss(HeadSpec("multihead", "soft_bands"), kind, label_smoothing=0.1, pseudo_weight=0.5)(logits, y)
+    bands = MaskLoss(HeadSpec("multihead", "bands"), kind, label_smoothing=0.1, pseudo_weight=0.5)(logits, y)
+    assert torch.allclose(soft, bands, atol=1e-6)
+
+
+def test_focal_on_a_one_hot_soft_target_is_the_bands_focal_loss():
+    from maskds.training.losses import per_sample_ce, per_sample_soft_ce
+
+    torch.manual_seed(0)
+    logits, target = torch.randn(5, 3), torch.tensor([0, 1, 2, 1, 0])
+    assert torch.allclose(per_sample_soft_ce(logits, F.one_hot(target, 3).float(), 0.1, 2.0),
+                          per_sample_ce(logits, target, 0.1, 2.0), atol=1e-6)
+
+
+def test_soft_bands_loss_falls_as_the_logits_move_to_the_soft_target_and_is_least_there():
+    spec = HeadSpec("multihead", "soft_bands")
+    y = torch.tensor([[0, 29], [1, 45]])  # (class, age): 29 is band 0, 45 band 1
+    target = _soft([29, 45])
+    toward = torch.zeros(2, 8)
+    losses = []
+    for step in (0.0, 0.5, 1.0):
+        toward[:, 5:] = step * target.clamp_min(1e-4).log()
+        losses.append(float(MaskLoss(spec, label_smoothing=0.0)(toward, y)))
+    assert losses[0] > losses[1] > losses[2]
+    fitted = _fit_logits(spec, y)[:, 5:].softmax(-1)  # label_smoothing 0 by default: the optimum is the target
+    assert fitted[0].tolist() == pytest.approx(target[0].tolist(), abs=0.02)
+    assert fitted[1, 1] > 0.97

@@ -1,4 +1,4 @@
-"""core.probabilities: what each head spec's logits mean, band probabilities of numeric age heads."""
+"""core.probabilities: what each head spec's logits mean, the band probabilities of every age head."""
 import math
 
 import pytest
@@ -9,6 +9,7 @@ from maskds.core.probabilities import AGE_CENTER, AGE_RANGE, AGE_SCALE, HeadSpec
 
 @pytest.mark.parametrize("spec, width", [(HeadSpec("single"), 18), (HeadSpec("multihead"), 8),
                                          (HeadSpec("multihead", "regression"), 6),
+                                         (HeadSpec("multihead", "soft_bands"), 8),
                                          (HeadSpec("multihead", "distribution"), 5 + AGE_RANGE[1] - AGE_RANGE[0] + 1)])
 def test_each_spec_has_its_logit_width_and_probabilities_that_sum_to_one(spec, width):
     assert spec.num_outputs == width
@@ -24,6 +25,26 @@ def test_a_numeric_age_head_needs_the_multihead_and_a_known_name():
         HeadSpec("single", "regression")
     with pytest.raises(ValueError, match="age_head"):
         HeadSpec("multihead", "ordinal")
+    with pytest.raises(ValueError, match="multihead"):
+        HeadSpec("single", "soft_bands")
+
+
+def test_soft_bands_logits_mean_what_bands_logits_mean():
+    """soft_bands differs from bands only in training targets: its band probabilities are the softmax of its
+    3 logits, whatever the thresholds or the targets' width, and a checkpoint of it is read back as one."""
+    from maskds.inference.models import head_spec
+
+    torch.manual_seed(0)
+    logits = torch.randn(5, 8)
+    soft = HeadSpec("multihead", "soft_bands", (30, 58), age_soft_sigma=4.0)
+    assert soft.slices() == HeadSpec("multihead").slices() and expected_age(logits[:, 5:], soft) is None
+    p, bands = probabilities(logits, soft), probabilities(logits, HeadSpec("multihead", "bands", (30, 58)))
+    assert torch.allclose(p["age"], logits[:, 5:].softmax(-1)) and all(torch.equal(p[k], bands[k]) for k in p)
+    assert soft == HeadSpec("multihead", "soft_bands", (30, 58))  # the width is training's, not the logits'
+    resolved = {"head": "multihead", "age_head": "soft_bands", "age_thresholds": [30, 60]}
+    assert head_spec(resolved, "best.safetensors").num_outputs == 8
+    with pytest.raises(ValueError, match="age_soft_sigma"):
+        HeadSpec("multihead", "soft_bands", age_soft_sigma=0.0)
 
 
 def _distribution_logits(age: int) -> torch.Tensor:

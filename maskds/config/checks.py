@@ -1,4 +1,4 @@
-"""Checks of a TrainConfig's menu keys (loss, schedule, SAM, mixing) and of `heads`, each naming its key."""
+"""Checks of a TrainConfig's menu keys (loss, schedule, SAM, mixing, age head) and of `heads`, each naming its key."""
 from __future__ import annotations
 
 from maskds.config.plan import FULL
@@ -22,6 +22,19 @@ def heads_problems(c) -> list[str]:
         return [f"heads: loss {c.loss!r} scores the 18 classes, which a specialist ({c.heads}) does not "
                 "learn; use loss=ce or loss=focal"]
     return []
+
+
+def age_head_problems(c) -> list[str]:
+    """soft_bands' key: `age_soft_sigma` > 0; its soft targets live in the per-head loss, which loss=soft_f1
+    alone has not (the 18-class soft F1 scores hard classes): there it would train as bands, unsaid."""
+    problems = []
+    if not c.age_soft_sigma > 0:
+        problems.append(f"age_soft_sigma: must be > 0 (years), got {c.age_soft_sigma}")
+    if c.age_head == "soft_bands" and c.loss == "soft_f1":
+        problems.append("age_head: soft_bands learns soft targets through the per-head loss, which loss=soft_f1 "
+                        "(the 18-class soft F1 alone) has not; use loss=ce+soft_f1 (or ce, focal, focal+soft_f1), "
+                        "or age_head=bands")
+    return problems
 
 
 def menu_problems(c) -> list[str]:

@@ -13,9 +13,9 @@ import yaml
 from maskds.core.atomic import atomic_path
 from maskds.core.errors import UserError
 from maskds.core.labels import HEAD_NAMES
-from maskds.core.probabilities import AGE_HEADS, HEAD_TYPES, HeadSpec
+from maskds.core.probabilities import AGE_HEADS, AGE_SOFT_SIGMA, HEAD_TYPES, HeadSpec
 from maskds.config.plan import FULL, FoldModel, plan_models
-from maskds.config.checks import full_fit_problems, heads_problems, menu_problems
+from maskds.config.checks import age_head_problems, full_fit_problems, heads_problems, menu_problems
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -39,8 +39,13 @@ class TrainConfig:
     pretrained: str = "hub"                   # hub | none | a local file | preset:<name>
     pretrained_mapping: str = "auto"          # auto | name | order (how a local file's keys map)
     head: str = "multihead"                   # multihead (3+2+age) | single (18-way)
-    age_head: str = "bands"                   # bands (3-way) | regression (the age, Huber) | distribution
-                                              # (softmax over ages 10..90, Gaussian target); multihead only
+    age_head: str = "bands"                   # bands (3-way) | soft_bands (the same 3 logits, their targets
+                                              # the bands' mass under a Gaussian of age_soft_sigma years around
+                                              # the known age; a band-only row: its band) | regression (the
+                                              # age, Huber) | distribution (softmax over ages 10..90, Gaussian
+                                              # target); all but bands: multihead only
+    age_soft_sigma: float = AGE_SOFT_SIGMA    # soft_bands: that Gaussian's sd in years (2.5: a 29 is 0.58 <30,
+                                              # 0.42 30-59; a 45 is 30-59); other age heads ignore it
     drop_rate: float = 0.2                    # dropout before the heads
     drop_path_rate: float = 0.0               # stochastic depth inside the backbone (timm's drop_path_rate)
     image_size: Union[list[int], None] = None  # [height, width]; None = the model's pretrained size
@@ -138,7 +143,7 @@ class TrainConfig:
 
     def head_spec(self) -> HeadSpec:
         """What the model's logits hold; numeric age heads split ages into bands at `age_thresholds`."""
-        return HeadSpec(self.head, self.age_head, tuple(self.age_thresholds))
+        return HeadSpec(self.head, self.age_head, tuple(self.age_thresholds), self.age_soft_sigma)
 
     def fold_models(self, available: list[int]) -> list[FoldModel]:
         """The models to train (the fold plan), checked against the folds the cache has."""
@@ -191,6 +196,7 @@ def _check_values(c: TrainConfig) -> None:
         problems.append(f"age_head: must be one of {list(AGE_HEADS)}, got {c.age_head!r}")
     elif c.age_head != "bands" and c.head != "multihead":
         problems.append(f"age_head: {c.age_head!r} needs head=multihead (head=single is one 18-way softmax)")
+    problems += age_head_problems(c)
     if isinstance(c.folds, str) and c.folds not in ("all", FULL):
         problems.append(f"folds: must be 'all', 'full' or a list of fold ids like [0, 2], got {c.folds!r}")
     problems += full_fit_problems(c)

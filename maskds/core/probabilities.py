@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -18,7 +18,13 @@ WIDTHS = {**HEAD_SIZES, "class": NUM_CLASSES}
 PROB_COLUMNS = [f"{k}_p{i}" for k in KEYS for i in range(WIDTHS[k])]
 
 HEAD_TYPES = ("multihead", "single")
-AGE_HEADS = ("bands", "regression", "distribution")
+AGE_HEADS = ("bands", "regression", "distribution", "soft_bands")
+# Age heads whose logits are the three bands (a softmax of 3): soft_bands differs from bands only in its
+# training targets (`training.losses.soft_band_targets`), so everything after training treats it as bands.
+BAND_HEADS = ("bands", "soft_bands")
+# soft_bands: the default width (sd, years) of the Gaussian around a known age whose mass in each band is
+# the target (`age_soft_sigma`): 29 -> (0.58, 0.42, 0), 45 -> (0, 1, 0) at the competition's bands.
+AGE_SOFT_SIGMA = 2.5
 # Column slices of a multihead model's mask and gender logits; the age logits follow (`HeadSpec.slices`).
 SLICES = {"mask": slice(0, 3), "gender": slice(3, 5), "age": slice(5, 8)}
 # The distribution head: one bin per year of age in AGE_RANGE (ages outside are clipped onto its ends).
@@ -32,13 +38,16 @@ AGE_CENTER, AGE_SCALE, AGE_SIGMA = 40.0, 20.0, 5.0
 @dataclass(frozen=True)
 class HeadSpec:
     """What a model's logits hold. `head`: multihead (mask 3 | gender 2 | age) or single (18-way).
-    `age_head` (multihead only): bands (3 logits), regression (1: the age as a number) or distribution
-    (a softmax over the ages of AGE_RANGE). Numeric ages become band probabilities split at
-    `age_thresholds` (ages are whole years: band 1 is low..high-1)."""
+    `age_head` (multihead only): bands (3 logits), soft_bands (the same 3 logits, trained on soft targets
+    from the age in years), regression (1: the age as a number) or distribution (a softmax over the ages
+    of AGE_RANGE). Numeric ages become band probabilities split at `age_thresholds` (ages are whole
+    years: band 1 is low..high-1). `age_soft_sigma`: the width in years of soft_bands' targets (training
+    only; not part of what the logits mean, so specs compare without it)."""
 
     head: str = "multihead"
     age_head: str = "bands"
     age_thresholds: tuple[int, int] = DEFAULT_AGE_THRESHOLDS
+    age_soft_sigma: float = field(default=AGE_SOFT_SIGMA, compare=False)
 
     def __post_init__(self) -> None:
         if self.head not in HEAD_TYPES:
@@ -47,11 +56,13 @@ class HeadSpec:
             raise ValueError(f"age_head must be one of {AGE_HEADS}, got {self.age_head!r}")
         if self.head == "single" and self.age_head != "bands":
             raise ValueError(f"age_head {self.age_head!r} needs head 'multihead' (single is one 18-way softmax)")
+        if not self.age_soft_sigma > 0:
+            raise ValueError(f"age_soft_sigma must be > 0 years, got {self.age_soft_sigma}")
         object.__setattr__(self, "age_thresholds", tuple(int(t) for t in self.age_thresholds))
 
     @property
     def age_width(self) -> int:
-        return {"bands": 3, "regression": 1, "distribution": AGE_BINS}[self.age_head]
+        return {"bands": 3, "soft_bands": 3, "regression": 1, "distribution": AGE_BINS}[self.age_head]
 
     @property
     def num_outputs(self) -> int:
@@ -86,8 +97,8 @@ def heads_from_class_probs(p: torch.Tensor) -> dict[str, torch.Tensor]:
 
 
 def age_band_probs(age_logits: torch.Tensor, spec: HeadSpec) -> torch.Tensor:
-    """[N, 3] band probabilities of the age logits of any age head."""
-    if spec.age_head == "bands":
+    """[N, 3] band probabilities of the age logits of any age head (bands, soft_bands: their softmax)."""
+    if spec.age_head in BAND_HEADS:
         return age_logits.softmax(-1)
     low, high = (t - 0.5 for t in spec.age_thresholds)  # whole years: 29 is < 30, 30 is not
     if spec.age_head == "regression":
@@ -102,7 +113,7 @@ def age_band_probs(age_logits: torch.Tensor, spec: HeadSpec) -> torch.Tensor:
 
 
 def expected_age(age_logits: torch.Tensor, spec: HeadSpec) -> torch.Tensor | None:
-    """The predicted age in years of a numeric age head (None for bands)."""
+    """The predicted age in years of a numeric age head (None for bands and soft_bands)."""
     if spec.age_head == "regression":
         return AGE_CENTER + AGE_SCALE * age_logits[:, 0].float()
     if spec.age_head == "distribution":

@@ -1,7 +1,8 @@
-"""Training loss: per-head (multihead, with a bands, regression or distribution age head) or 18-way, CE or
-focal, and/or a soft macro F1 over the 18 classes."""
+"""Training loss: per-head (multihead, with a bands, soft_bands, regression or distribution age head) or 18-way,
+CE or focal, and/or a soft macro F1 over the 18 classes."""
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -21,7 +22,8 @@ from maskds.core.labels import (
     PSEUDO,
     EXTRA,
 )
-from maskds.core.probabilities import AGE_CENTER, AGE_RANGE, AGE_SCALE, AGE_SIGMA, HeadSpec, as_spec, probabilities
+from maskds.core.probabilities import (AGE_CENTER, AGE_RANGE, AGE_SCALE, AGE_SIGMA, BAND_HEADS, HeadSpec, as_spec,
+                                      probabilities)
 
 AGE_TARGET_SIGMA = 3.0  # years: the width of the distribution head's target around the true age
 
@@ -44,6 +46,34 @@ def per_sample_ce(logits: torch.Tensor, target: torch.Tensor, smoothing: float =
     nll = -logp.gather(1, target[:, None]).squeeze(1)
     per_sample = (1.0 - smoothing) * nll - smoothing * logp.mean(dim=-1)
     return (1.0 - torch.exp(-nll)).pow(gamma) * per_sample
+
+
+def per_sample_soft_ce(logits: torch.Tensor, target: torch.Tensor, smoothing: float = 0.0,
+                        gamma: float = 0.0) -> torch.Tensor:
+    """[B] cross-entropies against target distributions [B, K] (rows summing to 1), smoothed toward the
+    uniform as `F.cross_entropy` smooths them, times (1 - p_t)^gamma with p_t = sum_k target_k p_k (the
+    target's expected probability) when gamma > 0. A one-hot target gives exactly `per_sample_ce`."""
+    if gamma == 0:
+        return F.cross_entropy(logits.float(), target, label_smoothing=smoothing, reduction="none")
+    logp = F.log_softmax(logits.float(), dim=-1)
+    smoothed = (1.0 - smoothing) * target + smoothing / logits.shape[-1]
+    p_t = (target * logp.exp()).sum(-1)
+    return (1.0 - p_t).clamp_min(0).pow(gamma) * -(smoothed * logp).sum(-1)
+
+
+def soft_band_targets(age: torch.Tensor, band: torch.Tensor, thresholds: Sequence[int], sigma: float,
+                      has_age: torch.Tensor) -> torch.Tensor:
+    """[B, 3] targets of the soft_bands head: where the age in years is known (`has_age`), the mass of each
+    band, split at `thresholds` (whole years: 29 is below 30), under a Gaussian of `sigma` years around it,
+    so 29 is nearly 30-59 and 45 surely is; elsewhere the one-hot `band`. A CENSORED_AGE (the data's "60
+    or older") keeps only the ages from it up, as the numeric heads read it: its target is the top band."""
+    edges = torch.tensor([t - 0.5 for t in thresholds], device=age.device, dtype=torch.float32)
+    centre = age.float()[:, None]
+    cdf = 0.5 * (1 + torch.erf((edges[None, :] - centre) / (sigma * math.sqrt(2))))  # [B, 2]: below each edge
+    floor = torch.where(age == CENSORED_AGE, 0.5 * (1 + math.erf(-0.5 / (sigma * math.sqrt(2)))), 0.0)[:, None]
+    cdf = torch.cat([floor, cdf.maximum(floor), torch.ones_like(floor)], dim=1)  # censored: nothing below it
+    soft = (cdf[:, 1:] - cdf[:, :-1]) / (1 - floor)
+    return torch.where(has_age[:, None], soft, F.one_hot(band, 3).float())
 
 
 def smoothed_focal_ce(logits: torch.Tensor, target: torch.Tensor, smoothing: float = 0.0,
@@ -71,20 +101,24 @@ def _band_bounds(band: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def age_losses(age_logits: torch.Tensor, age: torch.Tensor | None, spec: HeadSpec, band: torch.Tensor,
                smoothing: float, gamma: float, has_age: torch.Tensor | None = None) -> torch.Tensor:
-    """[B] losses of the age head: CE/focal over bands, Huber on the scaled age (regression), or
-    cross-entropy against a Gaussian of AGE_TARGET_SIGMA years around the true age (distribution).
+    """[B] losses of the age head: CE/focal over bands, CE/focal against `soft_band_targets` (soft_bands),
+    Huber on the scaled age (regression), or cross-entropy against a Gaussian of AGE_TARGET_SIGMA years
+    around the true age (distribution).
 
     CENSORED_AGE means "that age or older" (the data records everyone 60+ as 60): regression is then
     penalised only below it plus AGE_SIGMA (its band probabilities assume that error), and the
     distribution's target keeps only the ages from it up. Without that, a perfect model would give a
     recorded 60 about half its mass below 60: the >= 60 band, the rarest class, would be under-predicted.
     Rows where `has_age` is False know only the (competition) band: regression is penalised outside
-    it, the distribution by -log of its mass inside it.
+    it, the distribution by -log of its mass inside it, soft_bands by CE/focal on the hard `band`.
     """
     if spec.age_head == "bands":
         return per_sample_ce(age_logits, band, smoothing, gamma)
-    age = age.float()
     has_age = torch.ones_like(age, dtype=torch.bool) if has_age is None else has_age
+    if spec.age_head == "soft_bands":
+        target = soft_band_targets(age, band, spec.age_thresholds, spec.age_soft_sigma, has_age & (age >= 0))
+        return per_sample_soft_ce(age_logits, target, smoothing, gamma)
+    age = age.float()
     low, high = _band_bounds(band)
     censored = (age == CENSORED_AGE)[:, None]
     if spec.age_head == "regression":
@@ -150,8 +184,10 @@ class MaskLoss(nn.Module):
 
     multihead: weighted sum of the mask (3), gender (2) and age heads' losses, the mask and gender
     targets decoded from the class id, the age head's from the band (bands) or the age in years
-    (regression, distribution: these need the ages). single: one 18-way loss. Kinds with `soft_f1`
-    add (or, alone, use) `soft_f1_weight` x `soft_macro_f1_loss` of the 18-class probabilities.
+    (soft_bands, regression, distribution: these need the ages; soft_bands falls back to the band on
+    rows without one, and weighs its rows as bands does). single: one 18-way loss. Kinds with `soft_f1`
+    add (or, alone, use) `soft_f1_weight` x `soft_macro_f1_loss` of the 18-class probabilities (on the
+    hard classes, whatever the age head).
     `heads`: the heads that get a loss (a specialist run learns some of them; the others' logits are
     left untrained).
     """
@@ -208,7 +244,8 @@ class MaskLoss(nn.Module):
             return total + self.weights["age"] * self._ce(logits[:, cols["age"]], targets["age"], w["band"])
         has_age = None if known is None else (known & KNOWN_AGE) != 0
         per = age_losses(logits[:, cols["age"]], age, self.spec, targets["age"], self.smoothing, self.gamma, has_age)
-        return total + self.weights["age"] * weighted_mean(per, w["age"])
+        rows = w["band"] if self.spec.age_head in BAND_HEADS else w["age"]  # soft_bands: as bands (an age has a band)
+        return total + self.weights["age"] * weighted_mean(per, rows)
 
     def _ce(self, logits: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
         if weights is None:
