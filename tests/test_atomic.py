@@ -44,3 +44,55 @@ def test_a_temporary_folder_gets_the_mode_a_plain_mkdir_would_not_mkdtemps_priva
         os.umask(old)
     assert work.parent == tmp_path / "deep" and work.name.startswith(".out.writing-") and not any(work.iterdir())
     assert stat.S_IMODE(work.stat().st_mode) == 0o755  # mkdtemp alone: 0o700, kept by the rename to OUT
+
+
+def test_a_filled_folder_becomes_the_target_when_the_block_succeeds(tmp_path):
+    from maskds.core.atomic import atomic_dir
+
+    target = tmp_path / "out"
+    with atomic_dir(target, "writing") as work:
+        assert work.is_dir() and not any(work.iterdir()) and not target.exists()
+        (work / "sub").mkdir()
+        (work / "sub" / "a.txt").write_text("whole")
+    assert (target / "sub" / "a.txt").read_text() == "whole"
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no temporary folder left
+
+
+def test_a_failing_block_leaves_neither_a_temporary_folder_nor_the_target(tmp_path):
+    from maskds.core.atomic import atomic_dir
+
+    with pytest.raises(RuntimeError):
+        with atomic_dir(tmp_path / "out", "writing") as work:
+            (work / "half.txt").write_text("half")
+            raise RuntimeError("killed")
+    assert not any(tmp_path.iterdir())
+
+
+def test_replace_swaps_an_existing_target_and_a_failure_keeps_it(tmp_path):
+    from maskds.core.atomic import atomic_dir
+
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_dir(target, "building", replace=True) as work:
+            (work / "new.txt").write_text("half")
+            raise RuntimeError("killed")
+    assert [p.name for p in target.iterdir()] == ["old.txt"]
+    with atomic_dir(target, "building", replace=True) as work:
+        (work / "new.txt").write_text("new")
+    assert [p.name for p in target.iterdir()] == ["new.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_without_replace_a_non_empty_target_is_left_as_it_was(tmp_path):
+    from maskds.core.atomic import atomic_dir
+
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    with pytest.raises(OSError):
+        with atomic_dir(target, "writing") as work:
+            (work / "new.txt").write_text("new")
+    assert [p.name for p in target.iterdir()] == ["old.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]

@@ -90,3 +90,13 @@ def test_training_loader_drops_the_last_partial_batch_and_shuffles(table):
     ds = CachedImages(table, np.arange(10), class_labels(table, [30, 60]), eval_transform([16, 12]))
     loader = make_loader(ds, batch_size=4, train=True, num_workers=0, pin_memory=False)
     assert len(loader) == 2 and isinstance(loader.sampler, torch.utils.data.RandomSampler)
+
+
+def test_person_rows_group_rows_by_person_in_row_order():
+    from maskds.training.datasets import PersonRows
+
+    groups = PersonRows(["b", "a", "b", "c", "a", "b"])
+    assert groups.person.tolist() == [1, 0, 1, 2, 0, 1]
+    assert [m.tolist() for m in groups.members()] == [[1, 4], [0, 2, 5], [3]]
+    assert groups.rank().tolist() == [0, 0, 1, 0, 1, 2] and groups.count().tolist() == [3, 2, 3, 1, 2, 3]
+    assert PersonRows([]).members() == []

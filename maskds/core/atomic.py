@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -22,6 +23,33 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_dir(target: str | Path, tag: str, replace: bool = False) -> Iterator[Path]:
+    """Yield an empty folder to fill: it becomes `target` when the block succeeds; on any failure nothing is left.
+
+    The folder sits alone in a private one beside `target` (`temp_dir(target, tag)`), deleted afterwards
+    whatever happens, so a caller may keep scratch files beside it (`folder.parent`). With `replace`, an
+    existing `target` is moved aside into that private folder first (and deleted with it); without, the
+    caller checks that `target` is free (a rename onto a non-empty folder fails)."""
+    target = Path(target)
+    work = temp_dir(target, tag)
+    try:
+        new = work / "new"
+        new.mkdir()
+        yield new
+        old = work / "previous"
+        if replace and target.exists():
+            target.rename(old)
+        try:
+            new.rename(target)
+        except BaseException:
+            if old.exists():  # put the old one back rather than delete it with `work`
+                old.rename(target)
+            raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def temp_dir(target: str | Path, tag: str) -> Path:

@@ -13,3 +13,8 @@ class UserError(Exception):
         if self.problems:
             message = message + "\n" + "\n".join(f"  - {p}" for p in self.problems)
         super().__init__(message)
+
+
+def shown(problems: list[str], limit: int) -> list[str]:
+    """The first `limit` problems, then one line `... and N more` for the rest: a long list stays readable."""
+    return list(problems[:limit]) + ([f"... and {len(problems) - limit} more"] if len(problems) > limit else [])

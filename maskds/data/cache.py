@@ -5,15 +5,16 @@ import hashlib
 import json
 import os
 import shlex
-import shutil
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import datasets
 from rich.console import Console
 from rich.progress import Progress
 
-from maskds.core.atomic import temp_dir
+from maskds.core.atomic import atomic_dir
 from maskds.core.faces import CROP_METHODS, FACE_IMAGE, FIXED_BOX_RULE, MARGIN
 from maskds.core.errors import UserError
 from maskds.data.corrections import apply_corrections, load_corrections
@@ -175,46 +176,55 @@ def _write(data: Path, cache: Path, train_rows: list[dict], eval_rows: list[dict
            size_hw: tuple[int, int], num_proc: int, meta: dict, extra_rows: list[dict] = ()) -> float:
     """Build the DatasetDict beside CACHE under a temporary name, then rename it; returns seconds spent.
     With a face crop (`meta` args), the detection counts and the photos that fell back go into `meta`."""
-    work = temp_dir(cache, "building")
-    bars = datasets.is_progress_bar_enabled()
-    datasets.disable_progress_bars()  # ours is the rich bar
     start = time.perf_counter()
+    with no_datasets_bars(), atomic_dir(cache, "building", replace=True) as target:  # an old cache goes when whole
+        _fill(target, data, train_rows, eval_rows, size_hw, num_proc, meta, extra_rows)
+    return time.perf_counter() - start
+
+
+@contextmanager
+def no_datasets_bars() -> Iterator[None]:
+    """datasets' own progress bars off inside the block (ours is the rich bar), as they were after it."""
+    bars = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
     try:
-        failures: list[str] = []
-        fallbacks: list[str] = []
-        splits = {}
-        if extra_rows:  # the partial-label columns, and the extra rows after the competition's
-            train_rows = [{**r, "age_band": -1, "origin": "train"} for r in train_rows] + list(extra_rows)
-        crop = cache_crop(meta)
-        face = FACE_COLUMNS if crop else {}
-        train_features = datasets.Features({**(partial_features() if extra_rows else TRAIN_FEATURES), **face})
-        with progress_bar() as progress:
-            for name, rows, features in (("train", train_rows, train_features),
-                                         ("eval", eval_rows, datasets.Features({**EVAL_FEATURES, **face}))):
-                if rows is None:
-                    continue
-                tasks = [(str(data / r["path"]), tuple(size_hw), _row_crop(r, crop)) for r in rows]
-                splits[name] = _split(rows, tasks, features, num_proc, progress, name, work, failures, fallbacks)
-        raise_problems(data, failures)
-        if crop:
-            marked = sum(r.get("framing") == "face" for r in train_rows)  # already face crops: cut, not detected
-            n = len(train_rows) + len(eval_rows or []) - marked
-            fallbacks = fallbacks if crop[0] == "mtcnn" else []  # fixed: the box of every photo, nothing fell back
-            meta["face_crop"] = {"method": crop[0], "margin": crop[1],
-                                 "found": n - len(fallbacks) if crop[0] == "mtcnn" else 0,
-                                 "fallback": len(fallbacks), "fallback_paths": fallbacks[:100],
-                                 "marked_faces": marked}
-        target = work / "cache"
-        datasets.DatasetDict(splits).save_to_disk(str(target))
-        (target / META_NAME).write_text(json.dumps(meta, indent=2) + "\n")
-        if cache.exists():
-            cache.rename(work / "previous")  # moved aside, deleted with `work`
-        target.rename(cache)
-        return time.perf_counter() - start
+        yield
     finally:
-        shutil.rmtree(work, ignore_errors=True)
         if bars:
             datasets.enable_progress_bars()
+
+
+def _fill(target: Path, data: Path, train_rows: list[dict], eval_rows: list[dict] | None,
+          size_hw: tuple[int, int], num_proc: int, meta: dict, extra_rows: list[dict]) -> None:
+    """Encode the rows and save the DatasetDict and its meta into the empty folder `target`; the generator's
+    scratch files go beside it (`target.parent`, deleted with it by `atomic_dir`)."""
+    work = target.parent
+    failures: list[str] = []
+    fallbacks: list[str] = []
+    splits = {}
+    if extra_rows:  # the partial-label columns, and the extra rows after the competition's
+        train_rows = [{**r, "age_band": -1, "origin": "train"} for r in train_rows] + list(extra_rows)
+    crop = cache_crop(meta)
+    face = FACE_COLUMNS if crop else {}
+    train_features = datasets.Features({**(partial_features() if extra_rows else TRAIN_FEATURES), **face})
+    with progress_bar() as progress:
+        for name, rows, features in (("train", train_rows, train_features),
+                                     ("eval", eval_rows, datasets.Features({**EVAL_FEATURES, **face}))):
+            if rows is None:
+                continue
+            tasks = [(str(data / r["path"]), tuple(size_hw), _row_crop(r, crop)) for r in rows]
+            splits[name] = _split(rows, tasks, features, num_proc, progress, name, work, failures, fallbacks)
+    raise_problems(data, failures)
+    if crop:
+        marked = sum(r.get("framing") == "face" for r in train_rows)  # already face crops: cut, not detected
+        n = len(train_rows) + len(eval_rows or []) - marked
+        fallbacks = fallbacks if crop[0] == "mtcnn" else []  # fixed: the box of every photo, nothing fell back
+        meta["face_crop"] = {"method": crop[0], "margin": crop[1],
+                             "found": n - len(fallbacks) if crop[0] == "mtcnn" else 0,
+                             "fallback": len(fallbacks), "fallback_paths": fallbacks[:100],
+                             "marked_faces": marked}
+    datasets.DatasetDict(splits).save_to_disk(str(target))
+    (target / META_NAME).write_text(json.dumps(meta, indent=2) + "\n")
 
 
 def _check_args(size_hw, folds: int, num_proc: int | None, face_crop: str = "none",

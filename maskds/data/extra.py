@@ -28,7 +28,7 @@ from pathlib import Path
 import pandas as pd
 
 from maskds.core.ages import AgeLabel
-from maskds.core.errors import UserError
+from maskds.core.errors import UserError, shown
 from maskds.core.labels import GENDER_NAMES, MASK_NAMES
 
 EXTRA_CSV = "labels.csv"
@@ -152,9 +152,7 @@ def read_extra(folders: list[str | Path], need_label: bool = True) -> tuple[list
                 continue
             seen[st.st_dev, st.st_ino] = (where, labels)
             rows.append(row)
-    if len(problems) > SHOW:
-        problems = problems[:SHOW] + [f"... and {len(problems) - SHOW} more"]
-    return rows, problems
+    return rows, shown(problems, SHOW)
 
 
 def check_extra(folders: list[str | Path]) -> list[dict]:
@@ -182,8 +180,7 @@ def check_not_competition(rows: list[dict], data: Path, train_paths: list[str]) 
                             "(the same bytes); remove it from the --extra folder")
     if problems:
         raise UserError("--extra images that are competition training photos would train their persons in every "
-                        "fold, validation's included (nothing was written):", problems[:SHOW]
-                        + ([f"... and {len(problems) - SHOW} more"] if len(problems) > SHOW else []))
+                        "fold, validation's included (nothing was written):", shown(problems, SHOW))
 
 
 def age_unused_note(rows: list[dict]) -> str | None:

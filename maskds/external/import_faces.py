@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import os
-import shutil
 import signal
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -17,8 +16,8 @@ from rich.console import Console
 
 from maskds.core import images
 from maskds.core.ages import AgeLabel
-from maskds.core.atomic import atomic_path, temp_dir
-from maskds.core.errors import UserError
+from maskds.core.atomic import atomic_dir, atomic_path
+from maskds.core.errors import UserError, shown
 from maskds.core.labels import MASK_NAMES
 from maskds.data.encode import progress_bar
 from maskds.data.extra import EXTRA_CSV
@@ -27,7 +26,7 @@ from maskds.external.face_sources import CsvColumns, FaceRecord, read_source
 
 FRAMES = ("portrait", "crop", "none")
 MASK_STATES = ("not_wear", "unknown")
-SHOW = 20
+SHOW = 20  # problems listed before "... and N more"
 console = Console(stderr=True)
 
 
@@ -42,10 +41,6 @@ class ImportOptions:
     draw_masks: bool = False
     mask_state: str = "not_wear"
     seed: int = 0
-
-
-def _shown(problems: list[str]) -> list[str]:
-    return problems[:SHOW] + ([f"... and {len(problems) - SHOW} more"] if len(problems) > SHOW else [])
 
 
 def _process(task: tuple[int, FaceRecord, ImportOptions, str]) -> tuple[int, list[tuple[str, str]] | None, str]:
@@ -137,7 +132,7 @@ def import_faces(src: str | Path, out: str | Path, fmt: str, cols: CsvColumns | 
     faces = read_source(src, fmt, cols or CsvColumns(), problems)
     if problems:
         raise UserError(f"{src}: the source has problems; fix them and run again (nothing was written):",
-                        _shown(problems))
+                        shown(problems, SHOW))
     faces = _select(faces, min_age, limit, opt.seed)
     if not faces:
         raise UserError(f"{src}: no face is at least --min-age {min_age} years old; nothing was written")
@@ -145,13 +140,12 @@ def import_faces(src: str | Path, out: str | Path, fmt: str, cols: CsvColumns | 
         aged = f" at least --min-age {min_age} years old" if min_age else ""
         console.print(f"[yellow]warning:[/] {src} holds {len(faces)} faces{aged}, fewer than --limit {limit}; "
                       f"importing all {len(faces)}")
-    work = temp_dir(out, "importing")
-    try:
+    with atomic_dir(out, "importing") as work:
         (work / "images").mkdir()
         rows, skipped = _write_all(faces, opt, work, num_proc or os.cpu_count() or 1, problems)
         if problems:
             raise UserError(f"{src}: images that cannot be read; fix them and run again (nothing was written):",
-                            _shown(problems))
+                            shown(problems, SHOW))
         if not rows:
             raise UserError(f"{src}: no face had landmarks to draw masks on; nothing was written")
         _write_labels(work / EXTRA_CSV, rows, face_crops=opt.frame == "crop")
@@ -159,9 +153,6 @@ def import_faces(src: str | Path, out: str | Path, fmt: str, cols: CsvColumns | 
             (work / "skipped.txt").write_text("".join(f"{p}\n" for p in skipped))
         if out.exists():
             out.rmdir()  # checked empty above
-        work.rename(out)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     persons = len({r[4] for r in rows})
     note = f"; {len(skipped)} faces without landmarks skipped (listed in {out / 'skipped.txt'})" if skipped else ""
     console.print(f"wrote {out}: {persons} persons, {len(rows)} images{note}")

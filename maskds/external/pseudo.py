@@ -17,13 +17,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 from pathlib import Path
 
 import datasets
 import numpy as np
 
-from maskds.core.atomic import temp_dir
+from maskds.core.atomic import atomic_dir
 from maskds.core.errors import UserError
 from maskds.core.labels import decode
 from maskds.data.cache import (
@@ -33,6 +32,7 @@ from maskds.data.cache import (
     cache_crop,
     console,
     load_cache,
+    no_datasets_bars,
     partial_features,
     with_origin,
 )
@@ -104,17 +104,9 @@ def make_pseudo_cache(probs: str | Path, data: str | Path, cache: str | Path, ou
     new_meta = {**meta, "args": args, "counts": {**meta["counts"], "pseudo_images": len(rows)},
                 "pseudo": {"probs": str(probs.resolve()), "data": str(data.resolve()),
                            "from_cache": str(cache.resolve())}}
-    work = temp_dir(out, "building")
-    bars = datasets.is_progress_bar_enabled()
-    datasets.disable_progress_bars()
-    try:
-        datasets.DatasetDict(splits).save_to_disk(str(work / "cache"))
-        (work / "cache" / META_NAME).write_text(json.dumps(new_meta, indent=2) + "\n")
-        (work / "cache").rename(out)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-        if bars:
-            datasets.enable_progress_bars()
+    with no_datasets_bars(), atomic_dir(out, "building") as work:
+        datasets.DatasetDict(splits).save_to_disk(str(work))
+        (work / META_NAME).write_text(json.dumps(new_meta, indent=2) + "\n")
     per_class = np.bincount([r["mask"] * 6 + r["gender"] * 3 + r["age_band"] for r in rows], minlength=18)
     console.print(f"wrote {out}: {len(train)} training rows + {len(rows)} pseudo-labelled of {n_eval} eval images "
                   f"(class probability >= {min_prob}); per class: {per_class.tolist()}")

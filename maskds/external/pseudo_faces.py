@@ -24,7 +24,7 @@ import pandas as pd
 from rich.console import Console
 
 from maskds.core.ages import AgeLabel, cell_band
-from maskds.core.atomic import temp_dir
+from maskds.core.atomic import atomic_dir
 from maskds.core.errors import UserError
 from maskds.core.labels import DEFAULT_AGE_THRESHOLDS, GENDER_NAMES, HEAD_NAMES, MASK_NAMES
 from maskds.data.extra import EXTRA_CSV, read_extra
@@ -157,8 +157,7 @@ def pseudo_faces(folder: str | Path, run: str | Path, out: str | Path, heads: li
 
 
 def _write(folder: Path, out: Path, df: pd.DataFrame) -> None:
-    work = temp_dir(out, "writing")
-    try:
+    with atomic_dir(out, "writing") as work:
         for rel in df.image:
             (work / rel).parent.mkdir(parents=True, exist_ok=True)
             try:
@@ -168,6 +167,3 @@ def _write(folder: Path, out: Path, df: pd.DataFrame) -> None:
         if not df.framing.str.strip().any():  # the column only where the source had its rows marked
             df = df.drop(columns="framing")
         df.to_csv(work / EXTRA_CSV, index=False)
-        work.rename(out)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)

@@ -7,7 +7,7 @@ import pandas as pd
 from PIL import Image
 
 from maskds.config.plan import BEST_FILE, FULL, FoldModel, names, run_models
-from maskds.core.errors import UserError
+from maskds.core.errors import UserError, shown
 
 SHOW = 10  # problems listed by name before "and N more"
 
@@ -65,7 +65,5 @@ def read_info(data: Path) -> tuple[list[str], list[Path]]:
         except Exception as err:  # PIL raises several types for a broken or non-image file
             problems.append(f"{i}: unreadable image ({type(err).__name__}: {err})")
     if problems:
-        more = [f"... and {len(problems) - SHOW} more"] if len(problems) > SHOW else []
-        raise UserError(f"{len(problems)} of the {len(ids)} images in {info} cannot be used",
-                        problems[:SHOW] + more)
+        raise UserError(f"{len(problems)} of the {len(ids)} images in {info} cannot be used", shown(problems, SHOW))
     return ids, paths

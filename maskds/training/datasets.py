@@ -75,6 +75,33 @@ def with_known(labels: np.ndarray) -> np.ndarray:
     return labels
 
 
+class PersonRows:
+    """Rows grouped by person, from `persons` (each row's person id): `person`, each row's person number
+    (persons numbered in their ids' sorted order), and `order`, the rows sorted by person, each person's
+    rows in row order. The draws below pick from these groups, so their order is part of every seed's draw."""
+
+    def __init__(self, persons):
+        _, self.person = np.unique(np.asarray(persons), return_inverse=True)
+        self.order = np.argsort(self.person, kind="stable")
+
+    def members(self) -> list[np.ndarray]:
+        """Each person's row positions, persons in number order."""
+        if not len(self.order):
+            return []
+        return np.split(self.order, np.flatnonzero(np.diff(self.person[self.order])) + 1)
+
+    def rank(self) -> np.ndarray:
+        """Each row's place among its person's rows (0 for the first)."""
+        ranked = self.person[self.order]
+        rank = np.empty(len(self.person), dtype=np.int64)
+        rank[self.order] = np.arange(len(self.person)) - np.searchsorted(ranked, ranked, side="left")
+        return rank
+
+    def count(self) -> np.ndarray:
+        """Each row's person's row count."""
+        return np.bincount(self.person)[self.person]
+
+
 class PersonDraw:
     """Person-level sampling (`person_sampling`): each epoch one image of each person, drawn from (seed,
     epoch, person), keeps its gender and age labels; the person's other images teach the mask head only.
@@ -82,12 +109,8 @@ class PersonDraw:
     image count. `persons`: the person id of each training sample, in sample order."""
 
     def __init__(self, persons, seed: int):
-        _, person = np.unique(np.asarray(persons), return_inverse=True)
-        order = np.argsort(person, kind="stable")
-        ranked = person[order]
-        rank = np.empty(len(person), dtype=np.int64)
-        rank[order] = np.arange(len(person)) - np.searchsorted(ranked, ranked, side="left")
-        self.person, self.rank, self.count, self.seed = person, rank, np.bincount(person)[person], seed
+        groups = PersonRows(persons)  # only its arrays are kept: a PersonDraw goes to every loader worker
+        self.person, self.rank, self.count, self.seed = groups.person, groups.rank(), groups.count(), seed
 
     def labels(self, row: np.ndarray, i: int, epoch: int) -> np.ndarray:
         """Sample i's label row (class, age, known) for `epoch`: as it is when drawn, else mask-only."""
@@ -106,9 +129,7 @@ class ExtraDraw:
     epoch's length stays n_fixed + count however large the pool. `pool_persons`: each pool row's person."""
 
     def __init__(self, n_fixed: int, pool_persons, count: int, seed: int):
-        _, person = np.unique(np.asarray(pool_persons), return_inverse=True)
-        order = np.argsort(person, kind="stable")
-        self.members = np.split(order, np.flatnonzero(np.diff(person[order])) + 1) if len(order) else []
+        self.members = PersonRows(pool_persons).members()
         self.n_fixed, self.count, self.seed = n_fixed, min(int(count), len(self.members)), seed
         self._drawn: tuple[int, np.ndarray] | None = None
 
