@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from maskds.config.plan import parse_models
 from maskds.core.errors import UserError
 from maskds.core.labels import HEAD_NAMES
 from maskds.core.probabilities import Probs, to_frame
 from maskds.evaluation.decision import DECISION_FILE, Decision, load_decision
-from maskds.config.plan import parse_models
 from maskds.inference.assemble import assemble, check_learned, parse_heads
 from maskds.inference.inputs import find_checkpoints, read_info
 from maskds.inference.models import Member, check_heads, load_member, make_accelerator

@@ -7,9 +7,9 @@ import sys
 import textwrap
 from pathlib import Path
 
+from maskds.config.keys import TrainConfig, load_config
 from maskds.core.distributed import PeerFailed, ProcessError
 from maskds.core.errors import UserError
-from maskds.config.keys import TrainConfig, load_config
 from maskds.evaluation.oof import fit_decision
 from maskds.training.fit import run
 

@@ -10,12 +10,13 @@ from typing import Any, Union
 
 import yaml
 
+from maskds.config.checks import age_head_problems, full_fit_problems, heads_problems, menu_problems
+from maskds.config.plan import FULL, FoldModel, plan_models
 from maskds.core.atomic import atomic_path
 from maskds.core.errors import UserError
 from maskds.core.labels import HEAD_NAMES
 from maskds.core.probabilities import AGE_HEADS, AGE_SOFT_SIGMA, HEAD_TYPES, HeadSpec
-from maskds.config.plan import FULL, FoldModel, plan_models
-from maskds.config.checks import age_head_problems, full_fit_problems, heads_problems, menu_problems
+
 
 @dataclass(frozen=True)
 class TrainConfig:

@@ -14,11 +14,10 @@ from maskds.core.atomic import atomic_path
 from maskds.core.console import show
 from maskds.core.errors import UserError
 from maskds.core.labels import DEFAULT_AGE_THRESHOLDS, class_name
+from maskds.core.metrics import confusion, scores
 from maskds.core.probabilities import PROB_COLUMNS, probs_from_frame
 from maskds.evaluation.decision import Decision, age_cut_classes, fit_age_thresholds, fit_class_weights, save_decision
-from maskds.core.metrics import confusion, scores
 from maskds.evaluation.score import plot_confusion, print_tables
-
 
 
 def fold_dirs(run: Path) -> list[Path]:
@@ -202,7 +201,8 @@ def write_gallery(oof: pd.DataFrame, out: str | Path, top: int = 36) -> Path:
     import matplotlib.pyplot as plt
 
     from maskds.core.images import decode_cached
-    from maskds.data.cache import cache_id, load_cache
+    from maskds.data.cache import load_cache
+    from maskds.data.cache_meta import cache_id
 
     mistakes = confident_mistakes(oof, top)
     cols = 6

@@ -27,15 +27,14 @@ from maskds.core.errors import UserError
 from maskds.core.labels import decode
 from maskds.data.cache import (
     FACE_COLUMNS,
-    META_NAME,
     TRAIN_ONLY_FOLD,
-    cache_crop,
     console,
     load_cache,
     no_datasets_bars,
     partial_features,
     with_origin,
 )
+from maskds.data.cache_meta import META_NAME, cache_crop
 from maskds.data.encode import imap_encode, progress_bar
 
 

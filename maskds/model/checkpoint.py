@@ -11,10 +11,10 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
+from maskds.config.keys import TrainConfig
 from maskds.core.atomic import atomic_path
 from maskds.core.errors import UserError
 from maskds.core.labels import HEAD_NAMES
-from maskds.config.keys import TrainConfig
 from maskds.model.network import resolve_data_config
 
 FORMAT = "1"

@@ -10,8 +10,8 @@ import torch
 from timm.utils import distribute_bn
 from torch import nn
 
-from maskds.core.probabilities import HeadSpec, probabilities
 from maskds.core import metrics
+from maskds.core.probabilities import HeadSpec, probabilities
 from maskds.training.mixing import MixOptions, batch_rng, mix_batch, mixed_loss
 from maskds.training.sam import sam_backward
 from maskds.training.state import FoldState

@@ -14,16 +14,16 @@ from accelerate.tracking import LOGGER_TYPE_TO_CLASS
 from accelerate.utils import ProjectConfiguration, broadcast_object_list, set_seed
 from rich.markup import escape
 
+from maskds.config.keys import TrainConfig
+from maskds.config.plan import FoldModel
 from maskds.core.console import show
 from maskds.core.distributed import cpu_precision, on_main, use_cpu
 from maskds.core.errors import UserError
-from maskds.core.probabilities import Probs
-from maskds.data.cache import TRAIN_ONLY_FOLD, cache_crop, cache_id, rebuild_command
 from maskds.core.metrics import selection_score
+from maskds.core.probabilities import Probs
+from maskds.data.cache import TRAIN_ONLY_FOLD
+from maskds.data.cache_meta import cache_crop, cache_id, rebuild_command
 from maskds.model.checkpoint import resolved_metadata
-from maskds.training.resume import resume_dir, save_state_atomic
-from maskds.config.keys import TrainConfig
-from maskds.config.plan import FoldModel
 from maskds.training.datasets import load_train_split
 from maskds.training.device_images import use_device_images
 from maskds.training.engine import StepOptions, sync_batchnorm, train_one_epoch, validate
@@ -31,6 +31,7 @@ from maskds.training.losses import MaskLoss
 from maskds.training.mixing import MixOptions
 from maskds.training.progress import epoch_table, train_progress
 from maskds.training.records import FoldFiles, epoch_record, oof_index, tracker_scalars
+from maskds.training.resume import resume_dir, save_state_atomic
 from maskds.training.schedule import plateau_step
 from maskds.training.setup import FoldLoaders, build_fold, build_loaders, build_model
 from maskds.training.state import FoldState

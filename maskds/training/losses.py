@@ -13,6 +13,7 @@ from maskds.config.checks import LOSS_KINDS
 from maskds.core.labels import (
     CENSORED_AGE,
     DEFAULT_AGE_THRESHOLDS,
+    EXTRA,
     HEAD_NAMES,
     KNOWN_AGE,
     KNOWN_BAND,
@@ -20,10 +21,17 @@ from maskds.core.labels import (
     KNOWN_INTERVAL,
     KNOWN_MASK,
     PSEUDO,
-    EXTRA,
 )
-from maskds.core.probabilities import (AGE_CENTER, AGE_RANGE, AGE_SCALE, AGE_SIGMA, BAND_HEADS, HeadSpec, as_spec,
-                                      probabilities)
+from maskds.core.probabilities import (
+    AGE_CENTER,
+    AGE_RANGE,
+    AGE_SCALE,
+    AGE_SIGMA,
+    BAND_HEADS,
+    HeadSpec,
+    as_spec,
+    probabilities,
+)
 
 AGE_TARGET_SIGMA = 3.0  # years: the width of the distribution head's target around the true age
 

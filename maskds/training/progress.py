@@ -9,8 +9,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from maskds.core.console import console
 from maskds.config.plan import FoldModel
+from maskds.core.console import console
 
 SCORE_KEYS = (("loss", "loss"), ("macro_f1", "F1 (18)"), ("mask_f1", "mask F1"),
               ("gender_f1", "gender F1"), ("age_f1", "age F1"), ("accuracy", "accuracy"))

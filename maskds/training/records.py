@@ -11,13 +11,13 @@ import numpy as np
 import pandas as pd
 import torch
 
+from maskds.config.keys import TrainConfig, save_config
+from maskds.config.plan import OOF_FILE, FoldModel
 from maskds.core.atomic import atomic_path
 from maskds.core.console import show
 from maskds.core.labels import DEFAULT_AGE_THRESHOLDS
 from maskds.core.probabilities import Probs, to_frame
-from maskds.config.plan import OOF_FILE, FoldModel
 from maskds.model.checkpoint import save_best
-from maskds.config.keys import TrainConfig, save_config
 from maskds.training.curves import plot_curves
 from maskds.training.datasets import class_labels
 from maskds.training.engine import EpochResult

@@ -11,16 +11,24 @@ from timm.optim import create_optimizer_v2
 from torch import nn
 from torch.utils.data import DataLoader
 
-from maskds.core.labels import DEFAULT_AGE_THRESHOLDS
-from maskds.config.plan import FoldModel
 from maskds.config.keys import TrainConfig
-from maskds.training.datasets import CachedImages, ExtraDraw, PersonDraw, class_and_age, fold_split, make_loader, with_known
+from maskds.config.plan import FoldModel
+from maskds.core.labels import DEFAULT_AGE_THRESHOLDS
+from maskds.model.network import create_model
+from maskds.model.transforms import eval_transform, train_transform
+from maskds.training.datasets import (
+    CachedImages,
+    ExtraDraw,
+    PersonDraw,
+    class_and_age,
+    fold_split,
+    make_loader,
+    with_known,
+)
 from maskds.training.device_images import DeviceBatches, SampleParams, decode_to_device
 from maskds.training.ema import FastEma
-from maskds.model.network import create_model
 from maskds.training.schedule import batches_per_epoch, build_schedule
 from maskds.training.state import FoldState, RunProgress
-from maskds.model.transforms import eval_transform, train_transform
 
 
 @dataclass

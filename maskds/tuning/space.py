@@ -15,8 +15,8 @@ from typing import Any
 
 import yaml
 
-from maskds.core.errors import UserError
 from maskds.config.keys import TrainConfig, load_config
+from maskds.core.errors import UserError
 
 # Keys a trial must not choose: where its run goes and how it is run belong to `maskds tune`.
 FIXED_KEYS = ("cache", "output_dir", "name", "resume", "log_with", "stop_after_epochs")
