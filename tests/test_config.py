@@ -32,6 +32,7 @@ def test_overrides_are_parsed_as_yaml_and_checked():
     ("face_crop=haar", "face_crop"),
     ("face_margin=-0.1", "face_margin"),
     ("age_soft_sigma=0", "age_soft_sigma"),
+    ("photos_per_person=-2", "photos_per_person"),
 ])
 def test_bad_overrides_name_the_key(override, named):
     with pytest.raises(UserError, match=named):

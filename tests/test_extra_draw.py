@@ -1,6 +1,6 @@
-"""`extra_per_epoch` and `extra_weight`: each epoch trains on every competition photo and a fresh draw of
-extra persons (one photo each), the same draw under 1 and 2 processes and after a resume; extra rows are
-weighed in the loss."""
+"""`extra_per_epoch` and `extra_weight`: each epoch trains on every competition photo (or `photos_per_person`
+of each person's) and a fresh draw of extra persons (one photo each), the same draw under 1 and 2 processes
+and after a resume; extra rows are weighed in the loss."""
 from __future__ import annotations
 
 import json
@@ -13,7 +13,7 @@ import torch
 from PIL import Image, ImageOps
 
 from maskds.core.labels import ALL_KNOWN, EXTRA, KNOWN_AGE, KNOWN_GENDER
-from maskds.training.datasets import ExtraDraw, class_and_age, load_train_split
+from maskds.training.datasets import ExtraDraw, PhotoDraw, class_and_age, load_train_split
 from maskds.training.losses import MaskLoss
 from maskds.config.keys import TrainConfig
 from maskds.training.setup import build_loaders, extra_pool
@@ -21,6 +21,7 @@ from maskds.training.setup import build_loaders, extra_pool
 from train_helpers import ACCEL, ROOT, env
 
 POOL = ["a", "a", "b", "b", "c", "c", "d", "d", "e", "e"]  # 5 extra persons, 2 photos each, after 12 fixed rows
+FIXED = [p for _ in range(3) for p in "vwxyz"]  # the multi-process test's 15 fixed rows: 5 persons x 3 photos
 
 
 def test_each_epoch_draws_count_distinct_persons_one_photo_each_from_seed_and_epoch():
@@ -85,12 +86,12 @@ SCRIPT = """
 import json, sys
 import numpy as np
 from accelerate import Accelerator, DataLoaderConfiguration
-from maskds.training.datasets import CachedImages, ExtraDraw, load_train_split, make_loader
+from maskds.training.datasets import CachedImages, ExtraDraw, PhotoDraw, load_train_split, make_loader
 from maskds.model.transforms import train_transform
 
-cache, first, last = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+cache, first, last, count, k = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 table, _ = load_train_split(cache)
-draw = ExtraDraw(15, %r, 3, seed=5)
+draw = ExtraDraw(15, %r, count, seed=5, photos=PhotoDraw(%r, k, 5) if k else None)
 data = CachedImages(table, np.arange(25), np.arange(len(table)), train_transform([32, 24], "light"), seed=5,
                     extra_draw=draw)
 acc = Accelerator(cpu=True, dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=5))
@@ -107,13 +108,13 @@ if acc.is_main_process:
     print("SEEN " + json.dumps(seen))
 acc.wait_for_everyone()
 acc.state.destroy_process_group()  # gloo torn down at interpreter exit can abort the process (as in infer.py)
-""" % (POOL,)
+""" % (POOL, FIXED)
 
 
-def _seen(tmp_path, cache, first: int, last: int, processes: int) -> dict:
+def _seen(tmp_path, cache, first: int, last: int, processes: int, count: int = 3, k: int = 0) -> dict:
     script = tmp_path / "draw.py"
     script.write_text(SCRIPT)
-    cmd = [sys.executable, str(script), str(cache), str(first), str(last)]
+    cmd = [sys.executable, str(script), str(cache), str(first), str(last), str(count), str(k)]
     if processes > 1:
         cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ACCEL / "cpu_2proc.yaml"),
                *cmd[1:]]
@@ -132,6 +133,17 @@ def test_one_and_two_processes_and_a_resume_train_on_the_same_drawn_rows(tiny_ca
     for epoch in range(3):  # 18 samples, batches of 3: nothing dropped, nothing padded, on 1 or 2 processes
         assert one[epoch] == sorted([*range(15), *draw.drawn(epoch).tolist()])
     assert two == one and resumed[2] == one[2]
+
+
+@pytest.mark.slow
+def test_one_and_two_processes_and_a_resume_train_on_the_same_drawn_photos_per_person(tiny_cache, tmp_path):
+    one = _seen(tmp_path, tiny_cache, 0, 3, 1, count=2, k=2)
+    two = _seen(tmp_path, tiny_cache, 0, 3, 2, count=2, k=2)
+    resumed = _seen(tmp_path, tiny_cache, 2, 3, 1, count=2, k=2)
+    draw = ExtraDraw(15, POOL, 2, seed=5, photos=PhotoDraw(FIXED, 2, 5))
+    for epoch in range(3):  # 5 persons x 2 + 2 extra = 12 samples, batches of 3 on 1 or 2 processes
+        assert one[epoch] == sorted([*draw.photos.drawn(epoch)[0].tolist(), *draw.drawn(epoch).tolist()])
+    assert len({tuple(v) for v in one.values()}) == 3 and two == one and resumed[2] == one[2]
 
 
 def test_extra_per_epoch_on_a_cache_without_extra_rows_is_said_not_silently_ignored(tiny_cache, tmp_path, synth_data):

@@ -48,6 +48,9 @@ def menu_problems(c) -> list[str]:
         problems.append(f"extra_weight: must be >= 0, got {c.extra_weight}")
     if c.extra_per_epoch < 0:
         problems.append(f"extra_per_epoch: must be >= 0 (0: every extra photo every epoch), got {c.extra_per_epoch}")
+    if c.photos_per_person < 0:
+        problems.append(f"photos_per_person: must be >= 0 (0: every photo of a person every epoch; k: k of them, "
+                        f"e.g. 2 of a competition person's 7), got {c.photos_per_person}")
     if c.soft_f1_weight < 0:
         problems.append(f"soft_f1_weight: must be >= 0, got {c.soft_f1_weight}")
     if c.scheduler not in SCHEDULERS:

@@ -90,6 +90,16 @@ class TrainConfig:
     extra_per_epoch: int = 0                  # >0: each epoch trains on this many `--extra` persons (one photo
                                               # each), drawn anew from (seed, epoch), with every competition
                                               # photo; 0: every extra photo every epoch
+    photos_per_person: int = 0                # >0: each epoch trains on this many photos of each person (of a
+                                              # competition person's 7; all of a person with fewer), drawn
+                                              # anew from (seed, epoch); the epoch is persons x k photos (+
+                                              # extra_per_epoch), the schedule follows. Uniform, not by mask
+                                              # state: each photo has chance k/7, so the 5:1:1 worn : incorrect
+                                              # : not-worn balance holds in expectation (always keeping the
+                                              # incorrect and not-worn ones would leave no worn one at k=2).
+                                              # Applies to the rows trained every epoch (extra ones too when
+                                              # extra_per_epoch is 0); with person_sampling a person's first
+                                              # drawn photo keeps gender and age. 0: every photo every epoch
     heads: list[str] = field(default_factory=lambda: list(HEAD_NAMES))  # the heads this run learns: a
                                               # specialist (e.g. [age]) is assembled with others by
                                               # `infer.py --head age=RUN ...`; its epochs are picked by

@@ -20,6 +20,7 @@ from maskds.training.datasets import (
     CachedImages,
     ExtraDraw,
     PersonDraw,
+    PhotoDraw,
     class_and_age,
     fold_split,
     make_loader,
@@ -74,14 +75,14 @@ def build_loaders(config: TrainConfig, table: datasets.Dataset, fold: FoldModel 
     device's memory (`images_on_device`, resolved once per run by `fit`; see `device_images`)."""
     split = fold_split(table, fold, config.drop_ages)
     train_labels, val_labels = class_and_age(table, config.age_thresholds), class_and_age(table, DEFAULT_AGE_THRESHOLDS)
-    rows, extra = extra_pool(table, split.train, config.extra_per_epoch, config.seed)
+    rows, extra = extra_pool(table, split.train, config.extra_per_epoch, config.seed, config.photos_per_person)
     draw = None
     if config.person_sampling:  # gender and age learn from one image per person and epoch
         train_labels = with_known(train_labels)
         persons = np.asarray(table["person_id"])[rows].astype(object)
         if extra is not None:  # ExtraDraw already trains one photo per extra person: that one keeps its labels
             persons[extra.n_fixed:] = [f"\0extra{k}" for k in range(len(rows) - extra.n_fixed)]
-        draw = PersonDraw(persons, config.seed)
+        draw = PersonDraw(persons, config.seed, photos=extra.photos if extra is not None else None)
     pin = device.type == "cuda"
     if on_device:
         train_set: CachedImages | SampleParams = SampleParams(train_labels[rows], config.augment, config.seed,
@@ -99,18 +100,26 @@ def build_loaders(config: TrainConfig, table: datasets.Dataset, fold: FoldModel 
                        val_rows=split.val, device_images=images)
 
 
-def extra_pool(table: datasets.Dataset, train: np.ndarray, per_epoch: int,
-               seed: int) -> tuple[np.ndarray, ExtraDraw | None]:
-    """(training rows, the epoch's draw of extra persons or None): with `extra_per_epoch` > 0 and `--extra`
-    rows in the cache, the competition's rows come first and the extra rows after them, as `ExtraDraw` reads."""
-    if per_epoch <= 0 or "origin" not in table.column_names:
+def extra_pool(table: datasets.Dataset, train: np.ndarray, per_epoch: int, seed: int,
+               photos_per_person: int = 0) -> tuple[np.ndarray, ExtraDraw | None]:
+    """(training rows, the epoch's draw or None: every row every epoch). With `extra_per_epoch` > 0 and
+    `--extra` rows in the cache, the competition's rows come first and the extra rows after them, as
+    `ExtraDraw` reads; with `photos_per_person` > 0 the rows before them (the competition's, pseudo labels,
+    and extra rows when they all train every epoch) give that many photos per person and epoch
+    (`PhotoDraw`; none where no person has more photos than that). The epoch's length, and with it the
+    schedule's steps per epoch (sized from the loader's length), follows."""
+    rows, n_fixed = train, len(train)
+    if per_epoch > 0 and "origin" in table.column_names:
+        is_extra = np.asarray(table["origin"])[train] == "extra"
+        if is_extra.any():
+            rows, n_fixed = np.concatenate([train[~is_extra], train[is_extra]]), int((~is_extra).sum())
+    persons = np.asarray(table["person_id"])[rows] if photos_per_person > 0 or n_fixed < len(rows) else None
+    photos = PhotoDraw(persons[:n_fixed], photos_per_person, seed) if photos_per_person > 0 else None
+    if photos is not None and len(photos) == n_fixed:  # nobody has more photos than that: every row, as with 0
+        photos = None
+    if photos is None and n_fixed == len(rows):
         return train, None
-    is_extra = np.asarray(table["origin"])[train] == "extra"
-    if not is_extra.any():
-        return train, None
-    rows = np.concatenate([train[~is_extra], train[is_extra]])
-    persons = np.asarray(table["person_id"])[train[is_extra]]
-    return rows, ExtraDraw(int((~is_extra).sum()), persons, per_epoch, seed)
+    return rows, ExtraDraw(n_fixed, persons[n_fixed:], per_epoch if n_fixed < len(rows) else 0, seed, photos)
 
 
 def build_fold(config: TrainConfig, accelerator, model: nn.Module, ema: FastEma,
