@@ -31,7 +31,7 @@ mkdir -p "$OUT" && OUT=$(realpath "$OUT") && W=$(realpath -m "$W") || exit 2
 case "$W" in /|"$HOME"|/tmp) echo "WORK=$W: choose a folder of its own"; exit 2;; esac
 [ -e "$W" ] && [ ! -f "$W/.devbench_rows" ] && { echo "WORK=$W exists and is not an earlier run of this script: choose another"; exit 2; }
 rm -rf "$W"; mkdir -p $W/logs $W/runs $W/flags && touch $W/.devbench_rows || exit 2
-PY=${PY:-python3}; M="$PY -m maskds.cli.main"
+PY=${PY:-python3}; M="$PY -m maskds.cli"
 LAUNCH=${LAUNCH:-accelerate_configs/single_gpu.yaml}
 ACC=${ACC:-accelerate}
 log() { echo "[$(el)s] $*" | tee -a $W/logs/main.log; }

@@ -116,7 +116,7 @@ def test_trained_run_gives_a_valid_submission_and_scores(tmp_path, synth_data, t
     assert sub["ImageID"].tolist() == info["ImageID"].tolist()
     assert sub["ans"].between(0, 17).all()
 
-    score = subprocess.run([sys.executable, "-m", "maskds.cli.main", "score", str(out),
+    score = subprocess.run([sys.executable, "-m", "maskds.cli", "score", str(out),
                             str(eval_dir / "answers.csv"), "--json"],
                            cwd=ROOT, env=env(), capture_output=True, text=True, timeout=120)
     assert score.returncode == 0, score.stderr

@@ -18,7 +18,7 @@ DEMO = ["--config", str(ROOT / "configs/demo.yaml")]
 
 
 def maskds(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "maskds.cli.main", *map(str, args)], cwd=ROOT, env=env(),
+    return subprocess.run([sys.executable, "-m", "maskds.cli", *map(str, args)], cwd=ROOT, env=env(),
                           capture_output=True, text=True, timeout=300)
 
 

@@ -25,7 +25,7 @@ def tune_args(tmp_path, cache, study="s", trials=2, space=SPACE) -> list[str]:
 
 
 def run_tune(args: list[str], **kwargs):
-    return subprocess.Popen([sys.executable, "-m", "maskds.cli.main", *args], cwd=ROOT, env=env(), text=True,
+    return subprocess.Popen([sys.executable, "-m", "maskds.cli", *args], cwd=ROOT, env=env(), text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kwargs)
 
 

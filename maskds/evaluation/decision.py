@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from maskds.config.plan import OOF_FILE, run_models
 from maskds.core.atomic import atomic_path
 from maskds.core.errors import UserError
 from maskds.core.labels import NUM_CLASSES
@@ -73,9 +74,10 @@ def fit_class_weights(probs: np.ndarray, truth: np.ndarray, per: str = "class", 
 
 
 def oof_fingerprints(run: str | Path) -> dict[str, str]:
-    """{fold folder name: hash of its oof.csv}: what a decision was fitted on (a retrained fold changes it)."""
-    return {p.parent.name: hashlib.sha256(p.read_bytes()).hexdigest()[:16]
-            for p in sorted(Path(run).glob("fold*/oof.csv"))}
+    """{fold folder name: hash of its oof.csv}: what a decision was fitted on (a retrained fold changes it);
+    the run's validating models, as the fold plan finds them."""
+    files = [d / OOF_FILE for m, d in run_models(Path(run)).items() if m.validates]
+    return {p.parent.name: hashlib.sha256(p.read_bytes()).hexdigest()[:16] for p in sorted(files) if p.is_file()}
 
 
 def shift_age_bands(age: np.ndarray, old: tuple[int, int], new: tuple[int, int]) -> np.ndarray:

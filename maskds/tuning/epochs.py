@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from maskds.config.keys import load_config
+from maskds.config.plan import run_models
 from maskds.tuning.space import Param
 
 
@@ -45,7 +46,9 @@ class EpochReader:
 
     def new(self) -> list[tuple[int, float]]:
         out = []
-        started = [p for p in self.run_dir.glob("fold*/metrics.jsonl") if p not in self.seen]
+        models = run_models(self.run_dir) if self.run_dir.is_dir() else {}
+        started = [p for m, d in models.items() if m.validates and (p := d / "metrics.jsonl").is_file()
+                   and p not in self.seen]
         for path in sorted(started, key=lambda p: p.stat().st_mtime):  # train.py runs one fold at a time
             self.seen[path] = 0
         for place, (path, done) in enumerate(list(self.seen.items())):
