@@ -93,10 +93,14 @@ def test_training_loader_drops_the_last_partial_batch_and_shuffles(table):
 
 
 def test_person_rows_group_rows_by_person_in_row_order():
-    from maskds.training.datasets import PersonRows
+    from maskds.training.draws import PersonRows
 
     groups = PersonRows(["b", "a", "b", "c", "a", "b"])
     assert groups.person.tolist() == [1, 0, 1, 2, 0, 1]
     assert [m.tolist() for m in groups.members()] == [[1, 4], [0, 2, 5], [3]]
     assert groups.rank().tolist() == [0, 0, 1, 0, 1, 2] and groups.count().tolist() == [3, 2, 3, 1, 2, 3]
     assert PersonRows([]).members() == []
+    # `within` orders each person's rows by a key instead (PhotoDraw's random keys), ties in row order
+    keyed = PersonRows(["b", "a", "b", "c", "a", "b"], within=[0.5, 0.9, 0.1, 0.3, 0.2, 0.5])
+    assert [m.tolist() for m in keyed.members()] == [[4, 1], [2, 0, 5], [3]]
+    assert keyed.rank().tolist() == [1, 1, 0, 0, 0, 2]

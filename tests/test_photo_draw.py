@@ -10,7 +10,8 @@ import torch
 from maskds.config.keys import TrainConfig, load_config
 from maskds.core.errors import UserError
 from maskds.core.labels import KNOWN_AGE, KNOWN_GENDER
-from maskds.training.datasets import CachedImages, ExtraDraw, PhotoDraw, fold_split, load_train_split
+from maskds.training.datasets import CachedImages, fold_split, load_train_split
+from maskds.training.draws import ExtraDraw, PhotoDraw
 from maskds.training.setup import build_loaders, extra_pool
 
 from train_helpers import ROOT

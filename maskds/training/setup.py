@@ -16,17 +16,9 @@ from maskds.config.plan import FoldModel
 from maskds.core.labels import DEFAULT_AGE_THRESHOLDS
 from maskds.model.network import create_model
 from maskds.model.transforms import eval_transform, train_transform
-from maskds.training.datasets import (
-    CachedImages,
-    ExtraDraw,
-    PersonDraw,
-    PhotoDraw,
-    class_and_age,
-    fold_split,
-    make_loader,
-    with_known,
-)
+from maskds.training.datasets import CachedImages, class_and_age, fold_split, make_loader, with_known
 from maskds.training.device_images import DeviceBatches, SampleParams, decode_to_device
+from maskds.training.draws import ExtraDraw, PersonDraw, PhotoDraw
 from maskds.training.ema import FastEma
 from maskds.training.schedule import batches_per_epoch, build_schedule
 from maskds.training.state import FoldState, RunProgress
