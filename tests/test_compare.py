@@ -129,6 +129,11 @@ def test_the_verdict_needs_the_seeds_to_agree():
     unpaired = seed_difference([0.50, 0.51, 0.50], [0.60, 0.61])
     assert not unpaired["paired"] and unpaired["seeds_ok"]
     assert unpaired["seed_diff"] == pytest.approx(0.605 - 1.51 / 3)
+    # one run against three: B's runs spread (sd 0.056, lent to A's one run), so +0.05 is under 2 x SE
+    # (0.129) and blocks the verdict, where the devbench's zip would pair one seed and not check
+    lone = seed_difference([0.50], [0.49, 0.60, 0.56])
+    assert not lone["paired"] and not lone["seeds_ok"]
+    assert lone["paired_se"] == pytest.approx(np.sqrt(0.0031 / 1 + 0.0031 / 3))
 
 
 def test_macro_f1_is_sklearns_and_the_bootstrap_weights_images_by_person():
@@ -144,7 +149,7 @@ def test_macro_f1_is_sklearns_and_the_bootstrap_weights_images_by_person():
         assert f == pytest.approx(expected)
 
 
-@pytest.mark.parametrize("case", ["extra_image", "no_person", "empty_side", "no_answers"])
+@pytest.mark.parametrize("case", ["extra_image", "no_person", "empty_side", "no_answers", "run_folder"])
 def test_bad_submission_inputs_exit_2_with_the_reason(bench, tmp_path, capsys, case):
     answers, subs = bench
     a, b, extra = subs["poor"], subs["good"], ["--answers", answers]
@@ -157,6 +162,9 @@ def test_bad_submission_inputs_exit_2_with_the_reason(bench, tmp_path, capsys, c
         expect = "no person column"
     elif case == "empty_side":
         b, expect = [], "side B (--b) has no submissions"
+    elif case == "run_folder":  # a run folder with --answers: it exists, it is just not a submission
+        (tmp_path / "runs" / "x").mkdir(parents=True)
+        a, expect = [tmp_path / "runs" / "x"], "runs (runs/NAME) are compared without --answers"
     else:
         extra, expect = [], "submissions need --answers"
     assert cli("compare", "--a", *a, "--b", *b, *extra) == 2
@@ -192,6 +200,8 @@ def test_runs_out_of_fold_rows_give_the_known_verdict(tmp_path, capsys):
     res = run_json(capsys, "--a", *a, "--b", *b)
     assert res["verdict"] == "B is better" and res["what"] == "out-of-fold" and res["persons"] == PERSONS
     assert res["a_scores"][0] == pytest.approx(f1_score(truth, noisy(truth, 0.4, 0), average="macro"))
+    ages = [f1_score(truth % 3, noisy(truth, 0.4, s) % 3, average="macro") for s in range(3)]
+    assert res["heads"]["age"]["a"] == pytest.approx(np.mean(ages))  # per head: the mean of each run's
     assert run_json(capsys, "--a", *b, "--b", *a)["verdict"] == "B is worse"
     assert run_json(capsys, "--a", *a, "--b", *a)["verdict"] == "no difference shown"
 

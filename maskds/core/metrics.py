@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import confusion_matrix, f1_score
 
 from maskds.core.labels import HEAD_NAMES, NUM_CLASSES
 
@@ -19,6 +18,8 @@ def scores(y_true, y_pred) -> dict[str, float]:
     Macro F1 averages over the labels present in y_true or y_pred (sklearn's rule): a class that is
     neither present nor predicted does not count.
     """
+    from sklearn.metrics import f1_score  # lazy: sklearn takes a second to import, and `maskds --help` imports this
+
     t = np.asarray(y_true, dtype=np.int64)
     p = np.asarray(y_pred, dtype=np.int64)
     if t.shape != p.shape or t.ndim != 1:
@@ -48,4 +49,6 @@ def selection_score(scores: dict, heads=HEAD_NAMES) -> float:
 
 def confusion(y_true, y_pred) -> np.ndarray:
     """18x18 confusion matrix, rows = truth, columns = prediction."""
+    from sklearn.metrics import confusion_matrix
+
     return confusion_matrix(y_true, y_pred, labels=list(range(NUM_CLASSES)))

@@ -3,17 +3,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from maskds.core.labels import HEAD_NAMES, HEAD_SIZES, NUM_CLASSES
+from maskds.core.labels import HEAD_NAMES, NUM_CLASSES
+from maskds.core.metrics import scores
 
 VERDICTS = ("B is better", "B is worse", "no difference shown")
 DRAWS, SEED = 2000, 0  # ../shared/devbench/compare.py's person bootstrap: 2,000 draws of default_rng(0)
 CHUNK = 250  # draws whose confusion counts are held at once
-
-
-def head_of(cls: np.ndarray, head: str) -> np.ndarray:
-    """The value of `head` (mask, gender or age band) of 18-class ids (class = mask*6 + gender*3 + band)."""
-    cls = np.asarray(cls, dtype=np.int64)
-    return {"mask": cls // 6, "gender": (cls // 3) % 2, "age": cls % 3}[head]
 
 
 def present(truth: np.ndarray, pred: np.ndarray, k: int) -> np.ndarray:
@@ -107,11 +102,10 @@ def compare_predictions(truth: np.ndarray, person: np.ndarray, preds_a: list[np.
     boot_b = np.mean([boot_f1(truth, p, person, weights) for p in preds_b], axis=0)
     lo, hi = (float(v) for v in np.percentile(boot_b - boot_a, [2.5, 97.5]))
     seeds = seed_difference(fa, fb)
+    runs_a, runs_b = [scores(truth, p) for p in preds_a], [scores(truth, p) for p in preds_b]
     heads = {}
     for h in HEAD_NAMES:
-        t, k = head_of(truth, h), HEAD_SIZES[h]
-        a = float(np.mean([macro_f1(t, head_of(p, h), k) for p in preds_a]))
-        b = float(np.mean([macro_f1(t, head_of(p, h), k) for p in preds_b]))
+        a, b = (float(np.mean([run[f"{h}_f1"] for run in runs])) for runs in (runs_a, runs_b))
         heads[h] = {"a": a, "b": b, "diff": b - a}
     return {"a_scores": fa, "b_scores": fb, "a_mean": float(np.mean(fa)), "a_sd": _sd(fa),
             "b_mean": float(np.mean(fb)), "b_sd": _sd(fb), "diff": float(np.mean(fb) - np.mean(fa)), **seeds,

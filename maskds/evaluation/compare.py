@@ -16,9 +16,7 @@ from rich.table import Table
 from maskds.core.errors import UserError
 from maskds.core.labels import HEAD_NAMES, NUM_CLASSES
 from maskds.evaluation.bootstrap import DRAWS, SEED, compare_predictions
-
-SHOW = 5  # ids an error message names before "and N more"
-
+from maskds.evaluation.score import few
 
 @dataclass(frozen=True)
 class Sides:
@@ -28,11 +26,6 @@ class Sides:
     preds_a: list[np.ndarray]
     preds_b: list[np.ndarray]
     what: str  # "submissions" or "out-of-fold"
-
-
-def _few(ids) -> str:
-    ids = [str(i) for i in ids]
-    return ", ".join(ids[:SHOW]) + (f" and {len(ids) - SHOW} more" if len(ids) > SHOW else "")
 
 
 def _check_sides(a: list, b: list, what: str, needs: str) -> None:
@@ -48,6 +41,10 @@ def submission_sides(answers: str | Path, a: list, b: list) -> Sides:
     from maskds.evaluation.score import align, read_answers_csv
 
     _check_sides(a, b, "submissions", "submission CSVs (ImageID,ans)")
+    folders = [p for p in (*a, *b) if Path(p).is_dir()]
+    if folders:
+        raise UserError(f"{few(folders)}: a folder, not a submission CSV; runs (runs/NAME) are compared without "
+                        "--answers, over their out-of-fold rows: maskds compare --a runs/A ... --b runs/B ...")
     truth_by_id = read_answers_csv(answers, "answers")
     frame = pd.read_csv(answers, dtype=str, keep_default_na=False)
     if "person" not in frame.columns:
@@ -55,7 +52,7 @@ def submission_sides(answers: str | Path, a: list, b: list) -> Sides:
                         "(rebuild the devbench with build.sh, or add the column ImageID,ans,person)")
     blank = frame["ImageID"][frame["person"].str.strip() == ""]
     if len(blank):
-        raise UserError(f"answers file {answers}: ImageID(s) without a person: {_few(blank)}")
+        raise UserError(f"answers file {answers}: ImageID(s) without a person: {few(blank)}")
     person = pd.factorize(frame["person"])[0]  # in the answers' row order, as the devbench's compare.py
 
     def preds(path) -> np.ndarray:
@@ -80,7 +77,7 @@ def _read_run(run: str | Path) -> pd.DataFrame:
                          index=pd.MultiIndex.from_arrays([oof["person_id"], oof["image_name"]]))
     twice = frame.index[frame.index.duplicated()]
     if len(twice):
-        raise UserError(f"{run}: image(s) validated twice: {_few(f'{p}/{i}' for p, i in twice)}")
+        raise UserError(f"{run}: image(s) validated twice: {few(f'{p}/{i}' for p, i in twice)}")
     return frame.sort_index()
 
 
@@ -89,14 +86,14 @@ def _same_rows(ref: pd.DataFrame, ref_run, other: pd.DataFrame, run) -> None:
         bad = ref.index[ref["truth"].to_numpy() != other["truth"].to_numpy()]
         if len(bad):
             raise UserError(f"{run} and {ref_run} give other truth to the same image(s) (other corrections?): "
-                            f"{_few(f'{p}/{i}' for p, i in bad)}")
+                            f"{few(f'{p}/{i}' for p, i in bad)}")
         return
     mine, theirs = set(other.index.get_level_values(0)), set(ref.index.get_level_values(0))
-    problems = [f"only {name} validated person(s) {_few(sorted(ids))} ({len(ids)})"
+    problems = [f"only {name} validated person(s) {few(sorted(ids))} ({len(ids)})"
                 for name, ids in ((run, mine - theirs), (ref_run, theirs - mine)) if ids]
     if not problems:  # the same persons, other images
         only = other.index.symmetric_difference(ref.index)
-        problems = [f"image(s) validated by one of them only: {_few(f'{p}/{i}' for p, i in only)}"]
+        problems = [f"image(s) validated by one of them only: {few(f'{p}/{i}' for p, i in only)}"]
     raise UserError(f"{run} and {ref_run} validated different persons; compare runs trained on the same folds "
                     "of caches split the same way (same fold seed and persons)", problems)
 
@@ -175,7 +172,7 @@ def compare(a: list, b: list, answers: str | Path | None = None, draws: int = DR
     else:
         csvs = [p for p in (*a, *b) if str(p).lower().endswith(".csv") and not Path(p).is_dir()]
         if csvs:
-            raise UserError(f"{_few(csvs)}: submissions need --answers ANSWERS.csv (held-out answers with a "
+            raise UserError(f"{few(csvs)}: submissions need --answers ANSWERS.csv (held-out answers with a "
                             "person column); without it, --a and --b name run folders (runs/NAME)")
         sides = run_sides(a, b)
     result = compare_predictions(sides.truth, sides.person, sides.preds_a, sides.preds_b, draws, seed)
@@ -200,8 +197,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description="Each run's macro F1 (18 classes), each side's mean and sd, the difference B - A paired by "
         "seed (runs given in the same seed order; unpaired when the sides have different numbers of runs), a 95% "
         "interval for it that resamples whole persons, per-head means, and one verdict: 'B is better' only when "
-        "the interval lies above 0 and, with 2+ pairs, the paired difference is at least twice its SE ('B is "
-        "worse' mirrored), else 'no difference shown'. With --answers: submissions (infer.py's CSVs) against "
+        "the interval lies above 0 and the seeds agree ('B is worse' mirrored), else 'no difference shown'. The "
+        "seeds agree when, with as many runs a side, the mean paired difference is at least twice its SE (always "
+        "with one run a side); with different numbers (e.g. 1 vs 3), when the difference of the means is at "
+        "least twice its unpaired SE (a side of one run takes the other side's sd): this can block a verdict "
+        "the interval alone would give. With --answers: submissions (infer.py's CSVs) against "
         "held-out answers with a person column (the devbench's answers.csv); without: run folders, over the "
         "out-of-fold images every run validated (the same persons on both sides).",
         epilog="e.g. maskds compare --a subA_s1.csv subA_s2.csv subA_s3.csv --b subB_s1.csv subB_s2.csv "

@@ -17,7 +17,8 @@ from maskds.core.metrics import confusion, scores
 SHOW_IDS = 5
 
 
-def _few(ids) -> str:
+def few(ids) -> str:
+    """The first SHOW_IDS ids, comma-separated, then "and N more": what an error message names."""
     ids = [str(i) for i in ids]
     more = f" and {len(ids) - SHOW_IDS} more" if len(ids) > SHOW_IDS else ""
     return ", ".join(ids[:SHOW_IDS]) + more
@@ -43,12 +44,12 @@ def read_answers_csv(path: str | Path, role: str) -> pd.Series:
         raise UserError(f"{role} file {p} has no rows")
     dup = df["ImageID"][df["ImageID"].duplicated()].unique()
     if len(dup):
-        raise UserError(f"{role} file {p} lists ImageID(s) more than once: {_few(dup)}")
+        raise UserError(f"{role} file {p} lists ImageID(s) more than once: {few(dup)}")
     ans = pd.to_numeric(df["ans"], errors="coerce")
     bad = ~(ans.notna() & (ans % 1 == 0) & ans.between(0, NUM_CLASSES - 1))
     if bad.any():
         rows = [f"{i}={v}" for i, v in zip(df["ImageID"][bad], df["ans"][bad])]
-        raise UserError(f"{role} file {p}: ans must be a class id 0..{NUM_CLASSES - 1}; bad rows: {_few(rows)}")
+        raise UserError(f"{role} file {p}: ans must be a class id 0..{NUM_CLASSES - 1}; bad rows: {few(rows)}")
     return pd.Series(ans.astype(np.int64).to_numpy(), index=df["ImageID"].to_numpy(), name="ans")
 
 
@@ -58,9 +59,9 @@ def align(submission: pd.Series, answers: pd.Series, sub_path, ans_path) -> tupl
     extra = submission.index.difference(answers.index, sort=False)
     problems = []
     if len(missing):
-        problems.append(f"{len(missing)} ImageID(s) of {ans_path} are missing from {sub_path}: {_few(missing)}")
+        problems.append(f"{len(missing)} ImageID(s) of {ans_path} are missing from {sub_path}: {few(missing)}")
     if len(extra):
-        problems.append(f"{len(extra)} ImageID(s) of {sub_path} are not in {ans_path}: {_few(extra)}")
+        problems.append(f"{len(extra)} ImageID(s) of {sub_path} are not in {ans_path}: {few(extra)}")
     if problems:
         raise UserError("the submission and the answers do not cover the same images", problems)
     return answers.to_numpy(), submission.loc[answers.index].to_numpy()
