@@ -13,7 +13,8 @@ import torch
 from PIL import Image, ImageOps
 
 from maskds.core.labels import ALL_KNOWN, EXTRA, KNOWN_AGE, KNOWN_GENDER
-from maskds.training.datasets import ExtraDraw, PhotoDraw, class_and_age, load_train_split
+from maskds.training.datasets import class_and_age, load_train_split
+from maskds.training.draws import ExtraDraw, PhotoDraw
 from maskds.training.losses import MaskLoss
 from maskds.config.keys import TrainConfig
 from maskds.training.setup import build_loaders, extra_pool
@@ -86,7 +87,8 @@ SCRIPT = """
 import json, sys
 import numpy as np
 from accelerate import Accelerator, DataLoaderConfiguration
-from maskds.training.datasets import CachedImages, ExtraDraw, PhotoDraw, load_train_split, make_loader
+from maskds.training.datasets import CachedImages, load_train_split, make_loader
+from maskds.training.draws import ExtraDraw, PhotoDraw
 from maskds.model.transforms import train_transform
 
 cache, first, last, count, k = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])

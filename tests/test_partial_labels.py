@@ -212,7 +212,7 @@ def test_extra_and_pseudo_rows_train_under_two_processes(tmp_path, synth_data):
 
 
 def test_person_sampling_keeps_one_image_per_person_for_gender_and_age_each_epoch():
-    from maskds.training.datasets import PersonDraw
+    from maskds.training.draws import PersonDraw
 
     persons = np.repeat(["a", "b", "c"], [7, 7, 3])
     rows = np.tile([[4, 33, ALL_KNOWN]], (len(persons), 1))

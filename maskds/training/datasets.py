@@ -28,7 +28,7 @@ from maskds.core.labels import (
     encode,
 )
 from maskds.data.cache import load_cache
-from maskds.training.draws import ExtraDraw, PersonDraw, PhotoDraw  # noqa: F401 (PhotoDraw: imported from here too)
+from maskds.training.draws import ExtraDraw, PersonDraw
 
 
 def load_train_split(cache: str | Path) -> tuple[datasets.Dataset, dict]:
