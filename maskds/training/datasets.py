@@ -14,19 +14,8 @@ from torch.utils.data import DataLoader, Dataset
 from maskds.config.plan import FoldModel
 from maskds.core import images
 from maskds.core.errors import UserError
-from maskds.core.labels import (
-    ALL_KNOWN,
-    EXTRA,
-    KNOWN_AGE,
-    KNOWN_BAND,
-    KNOWN_GENDER,
-    KNOWN_INTERVAL,
-    KNOWN_MASK,
-    PSEUDO,
-    age_band,
-    band_fits,
-    encode,
-)
+from maskds.core.labels import (ALL_KNOWN, EXTRA, KNOWN_AGE, KNOWN_BAND, KNOWN_GENDER, KNOWN_INTERVAL, KNOWN_MASK,
+                                 PSEUDO, age_band, band_fits, encode)
 from maskds.data.cache import load_cache
 from maskds.training.draws import ExtraDraw, PersonDraw
 
