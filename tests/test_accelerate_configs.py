@@ -99,3 +99,18 @@ def test_training_inference_and_the_benches_follow_the_one_cpu_precision_rule(mo
     assert bench_precision("no", "cpu") == "no"
     monkeypatch.setattr(fit, "Accelerator", lambda **kwargs: kwargs)
     assert fit.make_accelerator(TrainConfig(), tmp_path)["mixed_precision"] in ((None, "bf16") if native else ("no",))
+
+
+def test_auto_precision_is_the_launch_configs_else_bf16_on_a_gpu_else_none(monkeypatch):
+    import torch
+
+    from maskds.inference.models import inference_precision
+
+    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert inference_precision("auto")[0] == "no" and inference_precision("fp16")[0] == "fp16"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert inference_precision("auto") == ("bf16", None)
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "fp16")
+    assert inference_precision("auto")[0] == "fp16"

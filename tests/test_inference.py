@@ -266,19 +266,6 @@ def test_padded_batches_have_one_shape_and_the_padding_is_cut_from_the_answers()
     assert to_model_input(x, torch.device("cpu"), 8, pad=False).shape == (5, 3, 8, 6)
 
 
-def test_auto_precision_is_the_launch_configs_else_bf16_on_a_gpu_else_none(monkeypatch):
-    from maskds.inference.models import inference_precision
-
-    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert inference_precision("auto")[0] == "no" and inference_precision("fp16")[0] == "fp16"
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
-    assert inference_precision("auto") == ("bf16", None)
-    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "fp16")
-    assert inference_precision("auto")[0] == "fp16"
-
-
 def test_infer_on_a_cpu_without_native_bf16_predicts_in_fp32_and_says_so(tmp_path, eval_dir, monkeypatch, capsys):
     import maskds.core.distributed as distributed
     import maskds.inference.models as models
@@ -293,28 +280,6 @@ def test_infer_on_a_cpu_without_native_bf16_predicts_in_fp32_and_says_so(tmp_pat
                  "--num-workers", "0"]) == 0
     assert [kw["mixed_precision"] for kw in made] == ["no"]
     assert "no native bf16" in capsys.readouterr().out
-
-
-
-@pytest.mark.parametrize("given, folds", [(["full"], [None]), (["0,1,full"], [0, 1, None]), (["0", "1"], [0, 1]),
-                                          (["1,", "full"], [1, None])])
-def test_folds_name_the_full_model_full_alone_or_in_a_list(given, folds):
-    from maskds.cli.infer import parse_args
-    from maskds.config.plan import FoldModel
-
-    assert parse_args(["--run", "r", "--data", "d", "--out", "o.csv", "--folds", *given]).folds == [
-        FoldModel(k) for k in folds]
-
-
-@pytest.mark.parametrize("given", ["-2", "one", "0,x", ","])
-def test_folds_refuse_what_is_neither_a_fold_number_nor_full(given, capsys):
-    from maskds.cli.infer import parse_args
-
-    with pytest.raises(SystemExit) as exit_:
-        parse_args(["--run", "r", "--data", "d", "--out", "o.csv", "--folds", given])
-    assert exit_.value.code == 2
-    err = capsys.readouterr().err
-    assert "--folds" in err and "full" in err
 
 
 def test_a_missing_model_is_named_full_never_fold_minus_2(tmp_path, eval_dir, capsys):
