@@ -18,3 +18,10 @@ class UserError(Exception):
 def shown(problems: list[str], limit: int) -> list[str]:
     """The first `limit` problems, then one line `... and N more` for the rest: a long list stays readable."""
     return list(problems[:limit]) + ([f"... and {len(problems) - limit} more"] if len(problems) > limit else [])
+
+
+def few(ids, limit: int = 5) -> str:
+    """The first `limit` ids on one line, comma-separated, then "and N more": what an error message names
+    (`shown` is the same cut for a list of problem lines)."""
+    ids = [str(i) for i in ids]
+    return ", ".join(ids[:limit]) + (f" and {len(ids) - limit} more" if len(ids) > limit else "")

@@ -20,7 +20,6 @@ from maskds.data.cache_meta import (
     FORMAT_VERSION,
     META_NAME,
     cache_crop,
-    cache_id,
     inputs_fingerprint,
     rebuild_command,
     reuse,

@@ -13,10 +13,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from maskds.core.errors import UserError
-from maskds.core.labels import HEAD_NAMES, NUM_CLASSES
+from maskds.core.errors import UserError, few
+from maskds.core.labels import HEAD_NAMES
 from maskds.evaluation.bootstrap import DRAWS, SEED, compare_predictions
-from maskds.evaluation.score import few
+
 
 @dataclass(frozen=True)
 class Sides:

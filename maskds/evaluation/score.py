@@ -9,19 +9,9 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from maskds.core.errors import UserError
+from maskds.core.errors import UserError, few
 from maskds.core.labels import NUM_CLASSES, class_name
 from maskds.core.metrics import confusion, scores
-
-# How many offending ids an error message lists before it says "and N more".
-SHOW_IDS = 5
-
-
-def few(ids) -> str:
-    """The first SHOW_IDS ids, comma-separated, then "and N more": what an error message names."""
-    ids = [str(i) for i in ids]
-    more = f" and {len(ids) - SHOW_IDS} more" if len(ids) > SHOW_IDS else ""
-    return ", ".join(ids[:SHOW_IDS]) + more
 
 
 def read_answers_csv(path: str | Path, role: str) -> pd.Series:
