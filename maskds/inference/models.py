@@ -9,15 +9,14 @@ import torch
 from accelerate import Accelerator
 from torch import nn
 
-from maskds.config.plan import FoldModel
 from maskds.core.distributed import cpu_precision, use_cpu
 from maskds.core.errors import UserError
 from maskds.core.labels import DEFAULT_AGE_THRESHOLDS, HEAD_NAMES
 from maskds.core.probabilities import HeadSpec
-from maskds.inference.fold import fold_batchnorms
 from maskds.model.checkpoint import read_best
 from maskds.model.network import create_model
 from maskds.model.transforms import eval_transform
+from maskds.inference.fold import fold_batchnorms
 
 
 @dataclass(frozen=True)
@@ -40,6 +39,7 @@ class Member:
     view: ViewParams
     model: nn.Module
     heads: tuple[str, ...] = HEAD_NAMES  # the heads it learned (a specialist's: some of them)
+    channels_last: bool = False  # its weights in channels_last: its input batches are given that layout too
 
 
 def inference_precision(requested: str = "auto") -> tuple[str, str | None]:
@@ -99,16 +99,28 @@ def should_fold(device: torch.device, compile: bool) -> bool:
     return compile or device.type != "cuda"
 
 
+def use_channels_last(device: torch.device, requested: str = "auto") -> bool:
+    """Whether the model and its input batches go channels_last: "on"/"off" as asked; "auto": on CUDA
+    (faster convolutions under bf16) and on the CPU, where oneDNN's convolutions prefer it and the default
+    layout costs a reorder around each: infer.py's prediction of Lite0 at 160x120 (folded, fp32, 2 cores)
+    ran 1.8-1.9x the forwards per second, the same answers (docs/benchmarks.md 10). Elsewhere (MPS, ...) not
+    measured: off."""
+    if requested != "auto":
+        return requested == "on"
+    return device.type in ("cuda", "cpu")
+
+
 def build_transform(view: ViewParams):
     """The eval transform the model was validated with: `transforms.eval_transform`, as training calls it."""
     return eval_transform(list(view.image_size))
 
 
 def load_member(run: int, fold: FoldModel, path: Path, device: torch.device, compile: bool = False,
-                fold_bn: str = "auto") -> Member:
+                fold_bn: str = "auto", channels_last: str = "auto") -> Member:
     """Rebuild a fold's model from its checkpoint metadata and load the (EMA) weights; `fold_bn` "on": each
     BatchNorm folded into its convolution (`fold.fold_batchnorms`), "auto": when compiling or on the CPU;
-    on CUDA in channels_last (faster convolutions under bf16); `compile`: wrapped in `torch.compile`."""
+    `channels_last`: its weights in that layout (`use_channels_last`: "auto" on CUDA and the CPU), after
+    the folding; `compile`: wrapped in `torch.compile`."""
     best = read_best(path)
     view = view_params(best.resolved, path)
     name, spec = best.resolved.get("model"), head_spec(best.resolved, path)
@@ -127,10 +139,11 @@ def load_member(run: int, fold: FoldModel, path: Path, device: torch.device, com
     if fold_bn == "on" or (fold_bn == "auto" and should_fold(device, compile)):
         example = torch.randint(0, 256, (2, 3, *view.image_size), dtype=torch.uint8, device=device)
         model, _ = fold_batchnorms(model, example)
-    if device.type == "cuda":
+    layout = use_channels_last(device, channels_last)
+    if layout:  # after the folding: the folded convolutions' new weights take the layout too
         model.to(memory_format=torch.channels_last)
     heads = tuple(h for h in HEAD_NAMES if h in best.resolved.get("heads", HEAD_NAMES))
-    return Member(run, fold, path, spec, view, torch.compile(model) if compile else model, heads)
+    return Member(run, fold, path, spec, view, torch.compile(model) if compile else model, heads, layout)
 
 
 def check_heads(members: list[Member]) -> None:

@@ -2,6 +2,9 @@
 each process a shard, gathered and soft-voted per run."""
 from __future__ import annotations
 
+import ctypes
+import os
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -64,13 +67,49 @@ def _progress(accelerator, total: int):
     return bar, bar.add_task(f"predicting on {accelerator.num_processes} process(es)", total=total)
 
 
-def to_model_input(x: torch.Tensor, device: torch.device, batch_size: int, pad: bool) -> torch.Tensor:
-    """A loader batch on the device (channels_last on CUDA); `pad`: zero images appended up to
-    batch_size, so a compiled model sees one shape (their outputs are cut off)."""
+def background_decoder(worker_id: int) -> None:
+    """A loader worker's init on the CPU: one OpenCV thread, and the lowest priority (nice 19), so that
+    the workers decode while the model's threads leave a core idle and never stall those threads (each
+    waits for the other at every operation): Lite0 at 160x120 with 2 workers on 2 cores, 178-194 forward
+    images/s against 140-186 at the default priority (docs/benchmarks.md 10). When their batches run
+    out, the model's threads wait and the workers have the cores."""
+    single_threaded_opencv(worker_id)
+    os.nice(19)
+
+
+@contextmanager
+def freed_memory_kept():
+    """Within: glibc's malloc keeps freed memory for reuse. By default it maps every block over 32 MB afresh
+    and unmaps it when freed, so each CPU forward faults in zeroed pages for its large activations again
+    (Lite0 at 160x120, batch 64: 134,000 page faults per forward, 40% of its CPU time on a 2-core VM, and the
+    bare forward 1.9x faster without them: docs/benchmarks.md 10). Process-wide while it lasts; after it,
+    glibc's defaults come back and the memory kept is given back. Not glibc (macOS, musl): nothing changes."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt, malloc_trim = libc.mallopt, libc.malloc_trim
+    except (OSError, AttributeError):
+        yield
+        return
+    m_trim_threshold, m_mmap_max = -1, -4  # malloc.h
+    mallopt(m_mmap_max, 0)
+    mallopt(m_trim_threshold, 2**31 - 1)
+    try:
+        yield
+    finally:
+        mallopt(m_mmap_max, 65536)  # glibc's defaults, and the memory kept given back
+        mallopt(m_trim_threshold, 128 * 1024)
+        malloc_trim(0)
+
+
+def to_model_input(x: torch.Tensor, device: torch.device, batch_size: int, pad: bool,
+                   channels_last: bool = False) -> torch.Tensor:
+    """A loader batch on the device, channels_last if asked (its models' layout: `Member.channels_last`);
+    `pad`: zero images appended up to batch_size, so a compiled model sees one shape (their outputs are
+    cut off)."""
     x = x.to(device, non_blocking=True)
     if pad and len(x) < batch_size:
         x = torch.cat([x, x.new_zeros((batch_size - len(x), *x.shape[1:]))])
-    return x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else x
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
 @torch.inference_mode()
@@ -85,20 +124,24 @@ def predict_shard(members: list[Member], paths: list[Path], accelerator, batch_s
     order: list[np.ndarray] = []
     problems: list[str] = []
     bar, task = _progress(accelerator, sum(map(len, batches)) * len(caches))
-    with bar:
+    on_cpu = accelerator.device.type == "cpu"
+    with bar, (freed_memory_kept() if on_cpu else nullcontext()):
         for cache in caches:  # one decode per image, cache size and face crop, shared by all its models
             group = [i for i, m in enumerate(members) if (m.view.cache_size, m.view.crop) == cache]
             views_here = list(dict.fromkeys(members[i].view for i in group))
             ds = EvalImages(paths, cache[0], [build_transform(v) for v in views_here], cache[1], face_images)
             loader = DataLoader(ds, batch_sampler=batches, num_workers=num_workers,
-                                worker_init_fn=single_threaded_opencv, pin_memory=accelerator.device.type == "cuda")
+                                worker_init_fn=background_decoder if on_cpu else single_threaded_opencv,
+                                pin_memory=accelerator.device.type == "cuda")
             for idx, xs, failed in loader:
                 problems += [p for p in failed if p]
                 if cache == caches[0]:  # the batch order is the same for every cache size
                     order.append(idx.numpy())
                 for vp, x in zip(views_here, xs):
-                    x = to_model_input(x, accelerator.device, batch_size, pad)
-                    for i in (i for i in group if members[i].view == vp):
+                    mine = [i for i in group if members[i].view == vp]
+                    x = to_model_input(x, accelerator.device, batch_size, pad,
+                                       any(members[i].channels_last for i in mine))
+                    for i in mine:
                         m = members[i]
                         probs = forward_views(m.model, x, m.spec, views, accelerator.autocast)
                         rows[i].append({k: v[:len(idx)] for k, v in probs.items()})
