@@ -33,6 +33,7 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
+from maskds.core import memory  # noqa: E402
 from maskds.core.images import cached_pixels, single_threaded_opencv  # noqa: E402
 from maskds.core.probabilities import probabilities  # noqa: E402
 from maskds.inference.fold import fold_batchnorms  # noqa: E402
@@ -83,7 +84,7 @@ def bare(model_name: str, resolved: dict, paths, batch: int, workers: int, devic
     ds = BaselineImages(paths, [0] * len(paths), resolved["image_size"], None, None)  # the model normalizes
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     start = time.perf_counter()
-    with predict.freed_memory_kept():
+    with memory.freed_memory_kept():
         for x, _ in DataLoader(ds, batch_size=batch, num_workers=workers):
             for view in views:
                 with torch.autocast(device, dtype=dtype or torch.float32, enabled=dtype is not None):
@@ -108,7 +109,7 @@ def bare_forward(model_name: str, resolved: dict, batches: list[torch.Tensor], d
     batches, after one warm-up batch (oneDNN builds its kernels on the first call of a shape)."""
     model = create_model(model_name, "multihead", image_size=resolved["image_size"]).to(device).eval()
     model, _ = fold_batchnorms(model, batches[0][:2])  # outside inference_mode: it traces tensor versions
-    with torch.inference_mode(), predict.freed_memory_kept():
+    with torch.inference_mode(), memory.freed_memory_kept():
         return _forwards(model.to(memory_format=torch.channels_last), batches, device, precision, views)
 
 
@@ -154,10 +155,10 @@ def main(argv=None) -> int:
                    help="infer.py's model layout (`load_member`; off: the default layout, as before issue 30)")
     p.add_argument("--allocator", choices=["infer", "default"], default="infer",
                    help="infer: glibc keeps freed memory, as infer.py's prediction has it on the CPU "
-                   "(`predict.freed_memory_kept`), on every side; default: glibc's defaults everywhere, "
+                   "(`memory.freed_memory_kept`), on every side; default: glibc's defaults everywhere, "
                    "as before issue 30")
     p.add_argument("--worker-priority", choices=["infer", "default"], default="infer",
-                   help="infer: infer.py's CPU loader workers at nice 19 (`predict.background_decoder`); default: "
+                   help="infer: infer.py's CPU loader workers at nice 19 (`memory.background_decoder`); default: "
                    "at the model's priority, as before issue 30")
     p.add_argument("--answers", action="store_true",
                    help="also predict in the default layout and count the answers that differ from channels_last's")
@@ -174,9 +175,9 @@ def main(argv=None) -> int:
         paths = [paths[i % len(paths)] for i in range(a.images)]
     a.face_crop = ("fixed", 0.15) if a.face_crop == "fixed" else None
     if a.allocator == "default" or device != "cpu":  # infer.py's prediction as before issue 30, and every side
-        predict.freed_memory_kept = nullcontext
+        memory.freed_memory_kept = nullcontext
     if a.worker_priority == "default":
-        predict.background_decoder = single_threaded_opencv
+        memory.background_decoder = single_threaded_opencv
     if a.ours_only:
         return submission_job(a, paths)
     return side_by_side(a, paths, device)

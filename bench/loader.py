@@ -19,6 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from PIL import Image  # noqa: E402
+import torch  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
 from torchvision import transforms as T  # noqa: E402
 
@@ -83,7 +84,7 @@ def main(argv=None) -> int:
     ours = CachedImages(table, rows, labels, train_transform(size, cfg.augment))
     paths = [data / table[int(r)]["path"] for r in rows]
     base = BaselineImages(paths, [int(labels[r]) for r in rows], size, dc["mean"], dc["std"])
-    loaders = {name: make_loader(ds, cfg.batch_size, train=True, num_workers=cfg.num_workers, pin_memory=False)
+    loaders = {name: make_loader(ds, cfg.batch_size, train=True, num_workers=cfg.num_workers, device=torch.device("cpu"))
                for name, ds in (("ours", ours), ("baseline", base))}
     best = {"ours": 0.0, "baseline": 0.0}
     for _ in range(a.repeats):  # alternate so both see the same machine load

@@ -56,7 +56,7 @@ def _same_image(table, n=8, seed=0):
 def _epoch(ds, num_workers, epoch=None, loader=None):
     if epoch is not None:
         ds.set_epoch(epoch)
-    loader = loader or make_loader(ds, batch_size=1, train=False, num_workers=num_workers, pin_memory=False)
+    loader = loader or make_loader(ds, batch_size=1, train=False, num_workers=num_workers, device=torch.device("cpu"))
     return [x[0] for x, _ in loader]
 
 
@@ -72,7 +72,7 @@ def test_samples_workers_and_epochs_draw_different_augmentations(table):
 
 def test_augmentations_do_not_depend_on_workers_and_persistent_workers_see_the_epoch(table):
     ds = _same_image(table)
-    loader = make_loader(ds, batch_size=1, train=False, num_workers=2, pin_memory=False)
+    loader = make_loader(ds, batch_size=1, train=False, num_workers=2, device=torch.device("cpu"))
     assert loader.persistent_workers
     _epoch(ds, 2, epoch=0, loader=loader)
     with_workers = _epoch(ds, 2, epoch=1, loader=loader)  # the same (persistent) workers, epoch 1
@@ -88,7 +88,7 @@ def test_the_run_seed_changes_the_augmentations(table):
 
 def test_training_loader_drops_the_last_partial_batch_and_shuffles(table):
     ds = CachedImages(table, np.arange(10), class_labels(table, [30, 60]), eval_transform([16, 12]))
-    loader = make_loader(ds, batch_size=4, train=True, num_workers=0, pin_memory=False)
+    loader = make_loader(ds, batch_size=4, train=True, num_workers=0, device=torch.device("cpu"))
     assert len(loader) == 2 and isinstance(loader.sampler, torch.utils.data.RandomSampler)
 
 

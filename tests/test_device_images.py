@@ -62,7 +62,7 @@ def test_device_batches_index_augment_and_move_targets(table):
     rows = fold_split(table, 0).train[:8]
     images = decode_to_device(table, rows, (64, 48), torch.device("cpu"))
     labels = np.stack([np.arange(8), np.arange(8) + 20], axis=1)  # (class, age) rows
-    loader = make_loader(SampleParams(labels, "medium", seed=1), 4, False, 0, False)
+    loader = make_loader(SampleParams(labels, "medium", seed=1), 4, False, 0, torch.device("cpu"))
     acc = Accelerator(cpu=True)
     batches = DeviceBatches(acc.prepare_data_loader(loader, device_placement=False), images, True, True)
     assert len(batches) == 2

@@ -40,6 +40,19 @@ def test_each_epoch_draws_count_distinct_persons_one_photo_each_from_seed_and_ep
     assert len(ExtraDraw(12, POOL, 50, seed=5)) == 12 + 5                       # at most every person
 
 
+def test_the_epochs_see_every_pool_person_once_before_any_twice():
+    pool = [f"p{k // 2}" for k in range(24)]  # 12 persons, 2 photos each
+    draw = ExtraDraw(3, pool, 4, seed=7)
+    seen = [draw.persons(e).tolist() for e in range(6)]
+    assert sorted(sum(seen[:3], [])) == list(range(12)) == sorted(sum(seen[3:], []))  # two whole passes
+    assert seen[:3] != seen[3:]                                                       # shuffled anew
+    spanning = ExtraDraw(3, pool, 5, seed=7)  # 5 a epoch: epoch 2 spans the first and second pass
+    assert sorted(sum((spanning.persons(e).tolist() for e in range(2)), [])) == sorted(set(
+        sum((spanning.persons(e).tolist() for e in range(2)), [])))                    # no one twice yet
+    for e in range(8):
+        assert len(set(spanning.persons(e).tolist())) == 5                             # distinct within an epoch
+
+
 def test_the_pool_is_the_extra_rows_after_the_competitions(tmp_path, synth_data):
     from maskds.cli.main import main as maskds
 
@@ -85,6 +98,7 @@ def test_extra_rows_are_weighed_by_extra_weight():
 
 SCRIPT = """
 import json, sys
+import torch
 import numpy as np
 from accelerate import Accelerator, DataLoaderConfiguration
 from maskds.training.datasets import CachedImages, load_train_split, make_loader
@@ -97,7 +111,7 @@ draw = ExtraDraw(15, %r, count, seed=5, photos=PhotoDraw(%r, k, 5) if k else Non
 data = CachedImages(table, np.arange(25), np.arange(len(table)), train_transform([32, 24], "light"), seed=5,
                     extra_draw=draw)
 acc = Accelerator(cpu=True, dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=5))
-loader = acc.prepare(make_loader(data, 3, True, 0, False))
+loader = acc.prepare(make_loader(data, 3, True, 0, torch.device("cpu")))
 seen = {}
 for epoch in range(first, last):
     loader.set_epoch(epoch)

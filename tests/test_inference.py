@@ -1,9 +1,6 @@
 """infer.py: soft-voting arithmetic, fold x TTA averages, transforms from checkpoints, decode-once, bad inputs."""
 from __future__ import annotations
 
-import resource
-import sys
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -277,23 +274,6 @@ def test_channels_last_is_on_for_the_cpu_and_cuda_unless_told_not_to():
     assert use_channels_last(torch.device("cpu")) and use_channels_last(torch.device("cuda"))
     assert not use_channels_last(torch.device("mps"))  # not measured there
     assert not use_channels_last(torch.device("cpu"), "off") and use_channels_last(torch.device("mps"), "on")
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
-def test_freed_memory_is_reused_while_predicting_on_the_cpu_not_faulted_in_again():
-    from maskds.inference.predict import freed_memory_kept
-
-    def faults() -> int:  # minor page faults of filling a fresh 64 MB tensor (freed at once)
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        torch.ones(16 * 2**20)
-        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-
-    faults()
-    default = faults()  # glibc maps such a block afresh each time, and unmaps it when freed
-    with freed_memory_kept():
-        kept = [faults() for _ in range(6)]  # the heap grows by a block or two first, then serves from itself
-    assert default > 0 and kept[-1] * 10 <= default and kept[-2] * 10 <= default
-    assert faults() * 10 > default  # glibc's defaults are back
 
 
 def test_channels_last_predicts_what_the_default_layout_predicts(tmp_path, eval_dir):

@@ -2,9 +2,6 @@
 each process a shard, gathered and soft-voted per run."""
 from __future__ import annotations
 
-import ctypes
-import os
-from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +12,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from maskds.core.errors import UserError
 from maskds.core.faces import FACE_IMAGE
-from maskds.core.images import cached_pixels, single_threaded_opencv
+from maskds.core.images import cached_pixels
+from maskds.core.memory import cpu_memory, loader_worker_init
 from maskds.core.probabilities import KEYS, WIDTHS, Probs
 from maskds.inference.models import Member, build_transform
 from maskds.inference.tta import forward_views
@@ -67,40 +65,6 @@ def _progress(accelerator, total: int):
     return bar, bar.add_task(f"predicting on {accelerator.num_processes} process(es)", total=total)
 
 
-def background_decoder(worker_id: int) -> None:
-    """A loader worker's init on the CPU: one OpenCV thread, and the lowest priority (nice 19), so that
-    the workers decode while the model's threads leave a core idle and never stall those threads (each
-    waits for the other at every operation): Lite0 at 160x120 with 2 workers on 2 cores, 178-194 forward
-    images/s against 140-186 at the default priority (docs/benchmarks.md 10). When their batches run
-    out, the model's threads wait and the workers have the cores."""
-    single_threaded_opencv(worker_id)
-    os.nice(19)
-
-
-@contextmanager
-def freed_memory_kept():
-    """Within: glibc's malloc keeps freed memory for reuse. By default it maps every block over 32 MB afresh
-    and unmaps it when freed, so each CPU forward faults in zeroed pages for its large activations again
-    (Lite0 at 160x120, batch 64: 134,000 page faults per forward, 40% of its CPU time on a 2-core VM, and the
-    bare forward 1.9x faster without them: docs/benchmarks.md 10). Process-wide while it lasts; after it,
-    glibc's defaults come back and the memory kept is given back. Not glibc (macOS, musl): nothing changes."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        mallopt, malloc_trim = libc.mallopt, libc.malloc_trim
-    except (OSError, AttributeError):
-        yield
-        return
-    m_trim_threshold, m_mmap_max = -1, -4  # malloc.h
-    mallopt(m_mmap_max, 0)
-    mallopt(m_trim_threshold, 2**31 - 1)
-    try:
-        yield
-    finally:
-        mallopt(m_mmap_max, 65536)  # glibc's defaults, and the memory kept given back
-        mallopt(m_trim_threshold, 128 * 1024)
-        malloc_trim(0)
-
-
 def to_model_input(x: torch.Tensor, device: torch.device, batch_size: int, pad: bool,
                    channels_last: bool = False) -> torch.Tensor:
     """A loader batch on the device, channels_last if asked (its models' layout: `Member.channels_last`);
@@ -125,13 +89,13 @@ def predict_shard(members: list[Member], paths: list[Path], accelerator, batch_s
     problems: list[str] = []
     bar, task = _progress(accelerator, sum(map(len, batches)) * len(caches))
     on_cpu = accelerator.device.type == "cpu"
-    with bar, (freed_memory_kept() if on_cpu else nullcontext()):
+    with bar, cpu_memory(on_cpu):
         for cache in caches:  # one decode per image, cache size and face crop, shared by all its models
             group = [i for i, m in enumerate(members) if (m.view.cache_size, m.view.crop) == cache]
             views_here = list(dict.fromkeys(members[i].view for i in group))
             ds = EvalImages(paths, cache[0], [build_transform(v) for v in views_here], cache[1], face_images)
             loader = DataLoader(ds, batch_sampler=batches, num_workers=num_workers,
-                                worker_init_fn=background_decoder if on_cpu else single_threaded_opencv,
+                                worker_init_fn=loader_worker_init(on_cpu),
                                 pin_memory=accelerator.device.type == "cuda")
             for idx, xs, failed in loader:
                 problems += [p for p in failed if p]

@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from maskds.config.plan import FoldModel
-from maskds.core import images
+from maskds.core import images, memory
 from maskds.core.errors import UserError
 from maskds.core.labels import (ALL_KNOWN, EXTRA, KNOWN_AGE, KNOWN_BAND, KNOWN_GENDER, KNOWN_INTERVAL, KNOWN_MASK,
                                  PSEUDO, age_band, band_fits, encode)
@@ -162,18 +162,19 @@ def seed_sample(transform, seed: int, epoch: int, index: int) -> None:
         transform.set_random_state(rng, random.Random(int(rng.integers(2**63))))
 
 
-def make_loader(dataset: Dataset, batch_size: int, train: bool, num_workers: int, pin_memory: bool) -> DataLoader:
-    """DataLoader with persistent workers; training shuffles and drops the last partial batch."""
+def make_loader(dataset: Dataset, batch_size: int, train: bool, num_workers: int, device: torch.device) -> DataLoader:
+    """DataLoader with persistent workers; training shuffles and drops the last partial batch. For a model on
+    the CPU the workers decode at the lowest priority (`memory.background_decoder`); pinned memory for CUDA."""
     return DataLoader(
         dataset,
         batch_size=batch_size,
         shuffle=train,
         drop_last=train and len(dataset) >= batch_size,  # a 1-image batch breaks BatchNorm
         num_workers=num_workers,
-        pin_memory=pin_memory,
+        pin_memory=device.type == "cuda",
         # Seeds are per sample (CachedImages), so workers need no restart per epoch to draw anew.
         persistent_workers=num_workers > 0,
-        worker_init_fn=images.single_threaded_opencv,
+        worker_init_fn=memory.loader_worker_init(device.type == "cpu"),
         # Its own generator: starting workers (once, when they persist) then never draws from the
         # global torch RNG that dropout uses, so a resumed run matches an uninterrupted one.
         generator=torch.Generator().manual_seed(0),

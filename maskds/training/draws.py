@@ -94,8 +94,8 @@ class PhotoDraw:
 class ExtraDraw:
     """The epoch's samples as training-row positions. The training rows are the competition's (positions
     0..n_fixed-1: every one each epoch, or with `photos` its draw of k per person) and, for `extra_per_epoch`,
-    a pool of extra rows after them: each epoch `count` pool persons, one photo each, drawn from (seed, epoch)
-    alone. So every process and a resumed run draw the same rows, and the epoch's length stays
+    a pool of extra rows after them: each epoch `count` pool persons (`persons`: the pool in shuffled passes),
+    one photo each, drawn from (seed, epoch) alone. So every process and a resumed run draw the same rows, and the epoch's length stays
     n_fixed (or len(photos)) + count however large the pool. `pool_persons`: each pool row's person."""
 
     def __init__(self, n_fixed: int, pool_persons, count: int, seed: int, photos: PhotoDraw | None = None):
@@ -111,11 +111,30 @@ class ExtraDraw:
     def drawn(self, epoch: int) -> np.ndarray:
         """Positions (in the training rows) of the epoch's `count` extra photos."""
         if self._drawn is None or self._drawn[0] != epoch:
-            rng = np.random.default_rng([self.seed, epoch, 0xE7])
-            persons = rng.choice(len(self.members), size=self.count, replace=False) if self.count else []
+            persons = self.persons(epoch)
+            rng = np.random.default_rng([self.seed, epoch, 0xE8])
             pick = [self.members[p][rng.integers(len(self.members[p]))] for p in persons]
             self._drawn = (epoch, self.n_fixed + np.asarray(pick, dtype=np.int64))
         return self._drawn[1]
+
+    def persons(self, epoch: int) -> np.ndarray:
+        """The epoch's `count` pool persons: the epochs walk through shuffled passes over the pool (pass k
+        shuffled from (seed, k)), so every person is seen once before any is seen twice; an epoch that
+        spans two passes takes the next pass's first persons it does not already hold."""
+        n = len(self.members)
+        if not self.count:
+            return np.zeros(0, dtype=np.int64)
+        start = epoch * self.count
+        k, offset = divmod(start, n)
+        persons = self._pass(k)[offset:offset + self.count]
+        if len(persons) < self.count:
+            taken = set(persons.tolist())
+            more = [p for p in self._pass(k + 1) if p not in taken][:self.count - len(persons)]
+            persons = np.concatenate([persons, np.asarray(more, dtype=np.int64)])
+        return persons
+
+    def _pass(self, k: int) -> np.ndarray:
+        return np.random.default_rng([self.seed, k, 0xE7]).permutation(len(self.members))
 
     def position(self, i: int, epoch: int) -> int:
         """The training-row position sample i of `epoch` reads."""

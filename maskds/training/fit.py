@@ -19,6 +19,7 @@ from maskds.config.plan import FoldModel
 from maskds.core.console import show
 from maskds.core.distributed import cpu_precision, on_main, use_cpu
 from maskds.core.errors import UserError
+from maskds.core.memory import cpu_memory
 from maskds.core.metrics import selection_score
 from maskds.core.probabilities import Probs
 from maskds.data.cache import TRAIN_ONLY_FOLD
@@ -213,14 +214,15 @@ def train_fold(config: TrainConfig, data: TrainData, fold: FoldModel, fold_dir: 
     loss_fn = MaskLoss(config.head_spec(), config.loss, config.label_smoothing, config.focal_gamma, config.head_weights,
                        config.soft_f1_weight, config.heads, config.pseudo_weight, config.extra_weight)
     first = state.progress.epoch
-    for epoch in range(first, config.epochs):
-        record, ema_probs = run_epoch(accelerator, state, loaders, loss_fn, config, fold)
-        on_main(accelerator, "logging to the trackers", lambda: accelerator.log(tracker_scalars(record), step=epoch))
-        on_main(accelerator, f"writing epoch {epoch}'s files in {fold_dir}",
-                lambda: _write_epoch(files, record, state, ema_probs))
-        save_state_atomic(accelerator, files.fold_dir)
-        if config.stop_after_epochs and epoch + 1 - first >= config.stop_after_epochs:
-            break
+    with cpu_memory(accelerator.device.type == "cpu"):  # no page faults for each step's activations
+        for epoch in range(first, config.epochs):
+            record, ema_probs = run_epoch(accelerator, state, loaders, loss_fn, config, fold)
+            on_main(accelerator, "logging to the trackers", lambda: accelerator.log(tracker_scalars(record), step=epoch))
+            on_main(accelerator, f"writing epoch {epoch}'s files in {fold_dir}",
+                    lambda: _write_epoch(files, record, state, ema_probs))
+            save_state_atomic(accelerator, files.fold_dir)
+            if config.stop_after_epochs and epoch + 1 - first >= config.stop_after_epochs:
+                break
     # Not end_training(): it also ends the process group the next fold needs.
     on_main(accelerator, "closing the trackers", lambda: [tracker.finish() for tracker in accelerator.trackers])
 

@@ -75,7 +75,6 @@ def build_loaders(config: TrainConfig, table: datasets.Dataset, fold: FoldModel 
         if extra is not None:  # ExtraDraw already trains one photo per extra person: that one keeps its labels
             persons[extra.n_fixed:] = [f"\0extra{k}" for k in range(len(rows) - extra.n_fixed)]
         draw = PersonDraw(persons, config.seed, photos=extra.photos if extra is not None else None)
-    pin = device.type == "cuda"
     if on_device:
         train_set: CachedImages | SampleParams = SampleParams(train_labels[rows], config.augment, config.seed,
                                                               draw, extra)
@@ -87,8 +86,8 @@ def build_loaders(config: TrainConfig, table: datasets.Dataset, fold: FoldModel 
                                  seed=config.seed, person_draw=draw, extra_draw=extra)
         val_set = CachedImages(table, split.val, val_labels, eval_transform(image_size), seed=None)
         images = None
-    val = make_loader(val_set, config.batch_size * 2, False, config.num_workers, pin) if len(split.val) else None
-    return FoldLoaders(train_set, make_loader(train_set, config.batch_size, True, config.num_workers, pin), val,
+    val = make_loader(val_set, config.batch_size * 2, False, config.num_workers, device) if len(split.val) else None
+    return FoldLoaders(train_set, make_loader(train_set, config.batch_size, True, config.num_workers, device), val,
                        val_rows=split.val, device_images=images)
 
 

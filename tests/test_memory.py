@@ -1,0 +1,51 @@
+"""core/memory.py: glibc keeps freed memory within `freed_memory_kept`, loader workers decode at low priority."""
+from __future__ import annotations
+
+import os
+import resource
+import sys
+
+import pytest
+import torch
+
+from maskds.core import memory
+from maskds.core.images import single_threaded_opencv
+from maskds.core.memory import freed_memory_kept
+from maskds.training.datasets import make_loader
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
+def test_freed_memory_is_reused_while_predicting_on_the_cpu_not_faulted_in_again():
+    def faults() -> int:  # minor page faults of filling a fresh 64 MB tensor (freed at once)
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        torch.ones(16 * 2**20)
+        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+    faults()
+    default = faults()  # glibc maps such a block afresh each time, and unmaps it when freed
+    with freed_memory_kept():
+        kept = [faults() for _ in range(6)]  # the heap grows by a block or two first, then serves from itself
+    assert default > 0 and kept[-1] * 10 <= default and kept[-2] * 10 <= default
+    assert faults() * 10 > default  # glibc's defaults are back
+
+
+def test_loader_workers_decode_at_the_lowest_priority_only_where_the_model_runs_on_the_cpu():
+    data = torch.zeros(4, 1)
+    assert make_loader(data, 2, True, 1, torch.device("cpu")).worker_init_fn is memory.background_decoder
+    cuda = make_loader(data, 2, True, 1, torch.device("cuda"))
+    assert cuda.worker_init_fn is single_threaded_opencv and cuda.pin_memory
+
+
+@pytest.mark.skipif(not hasattr(os, "nice"), reason="os.nice")
+def test_a_background_decoder_lowers_its_own_priority_to_nice_19():
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(1) as pool:
+        assert pool.apply(_niceness_after_init) == 19
+    assert os.nice(0) < 19  # this process untouched
+
+
+def _niceness_after_init() -> int:
+    memory.background_decoder(0)
+    return os.nice(0)
