@@ -9,14 +9,15 @@ import torch
 from accelerate import Accelerator
 from torch import nn
 
+from maskds.config.plan import FoldModel
 from maskds.core.distributed import cpu_precision, use_cpu
 from maskds.core.errors import UserError
 from maskds.core.labels import DEFAULT_AGE_THRESHOLDS, HEAD_NAMES
 from maskds.core.probabilities import HeadSpec
+from maskds.inference.fold import fold_batchnorms
 from maskds.model.checkpoint import read_best
 from maskds.model.network import create_model
 from maskds.model.transforms import eval_transform
-from maskds.inference.fold import fold_batchnorms
 
 
 @dataclass(frozen=True)
