@@ -40,17 +40,20 @@ def test_each_epoch_draws_count_distinct_persons_one_photo_each_from_seed_and_ep
     assert len(ExtraDraw(12, POOL, 50, seed=5)) == 12 + 5                       # at most every person
 
 
-def test_the_epochs_see_every_pool_person_once_before_any_twice():
-    pool = [f"p{k // 2}" for k in range(24)]  # 12 persons, 2 photos each
-    draw = ExtraDraw(3, pool, 4, seed=7)
-    seen = [draw.persons(e).tolist() for e in range(6)]
-    assert sorted(sum(seen[:3], [])) == list(range(12)) == sorted(sum(seen[3:], []))  # two whole passes
-    assert seen[:3] != seen[3:]                                                       # shuffled anew
-    spanning = ExtraDraw(3, pool, 5, seed=7)  # 5 a epoch: epoch 2 spans the first and second pass
-    assert sorted(sum((spanning.persons(e).tolist() for e in range(2)), [])) == sorted(set(
-        sum((spanning.persons(e).tolist() for e in range(2)), [])))                    # no one twice yet
-    for e in range(8):
-        assert len(set(spanning.persons(e).tolist())) == 5                             # distinct within an epoch
+@pytest.mark.parametrize("persons,count", [(12, 4), (12, 5), (7, 3), (10, 9), (13, 13), (30, 7)])
+def test_the_epochs_draw_every_pool_person_once_before_any_twice(persons, count):
+    pool = [f"p{k // 2}" for k in range(2 * persons)]  # 2 photos each
+    draw = ExtraDraw(3, pool, count, seed=7)
+    drawn = np.zeros(persons, dtype=int)
+    for epoch in range(4 * persons // count + 2):  # several passes, epochs that span two of them included
+        these = draw.persons(epoch)
+        assert len(these) == count == len(set(these.tolist()))  # distinct within an epoch
+        drawn[these] += 1
+        assert drawn.max() - drawn.min() <= 1, (epoch, drawn)  # no one drawn twice while another not yet
+    again = ExtraDraw(3, pool, count, seed=7)
+    assert [again.persons(e).tolist() for e in (5, 0)] == [draw.persons(e).tolist() for e in (5, 0)]  # any order
+    if persons > count:
+        assert draw._pass(0).tolist() != draw._pass(1).tolist()  # each pass shuffled anew
 
 
 def test_the_pool_is_the_extra_rows_after_the_competitions(tmp_path, synth_data):

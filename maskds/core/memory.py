@@ -31,22 +31,30 @@ def freed_memory_kept():
     """Within: glibc's malloc keeps freed memory for reuse. By default it maps every block over 32 MB afresh
     and unmaps it when freed, so each CPU forward faults in zeroed pages for its large activations again
     (Lite0 at 160x120, batch 64: 134,000 page faults per forward, 40% of its CPU time on a 2-core VM, and the
-    bare forward 1.9x faster without them: docs/benchmarks.md 10). Process-wide while it lasts; after it,
-    glibc's defaults come back and the memory kept is given back. Not glibc (macOS, musl): nothing changes."""
+    bare forward 1.9x faster without them: docs/benchmarks.md 10). Process-wide while it lasts, and in the
+    loader workers forked within it (each keeps the memory it peaked at). After it, glibc behaves as it does
+    once its self-adjusting threshold has met large blocks (`mallopt` switches that adjustment off for good):
+    blocks over 32 MB mapped, 64 MB kept before trimming; the memory kept is given back. Nothing changes where
+    the user set glibc's malloc through the environment (MALLOC_*, GLIBC_TUNABLES) or without glibc (macOS,
+    musl)."""
+    if any(k.startswith("MALLOC_") for k in os.environ) or "GLIBC_TUNABLES" in os.environ:
+        yield
+        return
     try:
         libc = ctypes.CDLL("libc.so.6")
         mallopt, malloc_trim = libc.mallopt, libc.malloc_trim
     except (OSError, AttributeError):
         yield
         return
-    m_trim_threshold, m_mmap_max = -1, -4  # malloc.h
+    m_trim_threshold, m_mmap_threshold, m_mmap_max = -1, -3, -4  # malloc.h
     mallopt(m_mmap_max, 0)
     mallopt(m_trim_threshold, 2**31 - 1)
     try:
         yield
     finally:
-        mallopt(m_mmap_max, 65536)  # glibc's defaults, and the memory kept given back
-        mallopt(m_trim_threshold, 128 * 1024)
+        mallopt(m_mmap_max, 65536)
+        mallopt(m_mmap_threshold, 32 * 2**20)  # the dynamic threshold's ceiling on 64-bit glibc
+        mallopt(m_trim_threshold, 64 * 2**20)  # twice it, as the dynamic adjustment sets it
         malloc_trim(0)
 
 

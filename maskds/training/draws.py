@@ -104,6 +104,7 @@ class ExtraDraw:
         self.photos = photos
         self.fixed = n_fixed if photos is None else len(photos)  # samples before the extra ones
         self._drawn: tuple[int, np.ndarray] | None = None
+        self._passes: list[np.ndarray] = []  # the passes over the pool drawn so far (`_pass`)
 
     def __len__(self) -> int:
         return self.fixed + self.count
@@ -118,23 +119,31 @@ class ExtraDraw:
         return self._drawn[1]
 
     def persons(self, epoch: int) -> np.ndarray:
-        """The epoch's `count` pool persons: the epochs walk through shuffled passes over the pool (pass k
-        shuffled from (seed, k)), so every person is seen once before any is seen twice; an epoch that
-        spans two passes takes the next pass's first persons it does not already hold."""
-        n = len(self.members)
+        """The epoch's `count` pool persons: the epochs read one after another through passes over the pool,
+        each a shuffle (`_pass`), so every person is drawn once before any is drawn twice."""
         if not self.count:
             return np.zeros(0, dtype=np.int64)
-        start = epoch * self.count
-        k, offset = divmod(start, n)
+        n = len(self.members)
+        k, offset = divmod(epoch * self.count, n)
         persons = self._pass(k)[offset:offset + self.count]
-        if len(persons) < self.count:
-            taken = set(persons.tolist())
-            more = [p for p in self._pass(k + 1) if p not in taken][:self.count - len(persons)]
-            persons = np.concatenate([persons, np.asarray(more, dtype=np.int64)])
+        if len(persons) < self.count:  # the epoch spans two passes
+            persons = np.concatenate([persons, self._pass(k + 1)[:self.count - len(persons)]])
         return persons
 
     def _pass(self, k: int) -> np.ndarray:
-        return np.random.default_rng([self.seed, k, 0xE7]).permutation(len(self.members))
+        """Pass k over the pool: a permutation from (seed, k) whose first places leave out the persons that
+        pass k-1's last places gave the epoch spanning the two (so no epoch holds a person twice)."""
+        while len(self._passes) <= k:
+            j, n = len(self._passes), len(self.members)
+            order = np.random.default_rng([self.seed, j, 0xE7]).permutation(n)
+            shared = (j * n) % self.count  # places of pass j-1 in the epoch that spans into pass j
+            if j and shared:
+                tail = set(self._passes[j - 1][n - shared:].tolist())
+                first = np.fromiter((p for p in order if p not in tail), dtype=np.int64)[:self.count - shared]
+                keep = set(first.tolist())
+                order = np.concatenate([first, np.fromiter((p for p in order if p not in keep), dtype=np.int64)])
+            self._passes.append(order)
+        return self._passes[k]
 
     def position(self, i: int, epoch: int) -> int:
         """The training-row position sample i of `epoch` reads."""
