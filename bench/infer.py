@@ -38,7 +38,6 @@ from maskds.core.images import cached_pixels, single_threaded_opencv  # noqa: E4
 from maskds.core.probabilities import probabilities  # noqa: E402
 from maskds.inference.fold import fold_batchnorms  # noqa: E402
 from maskds.inference.models import build_transform, load_member, make_accelerator, view_params  # noqa: E402
-from maskds.inference import predict  # noqa: E402
 from maskds.inference.predict import predict_runs  # noqa: E402
 from maskds.inference.tta import VIEWS, parse_tta  # noqa: E402
 from maskds.model.checkpoint import read_best, resolved_metadata, save_best  # noqa: E402
